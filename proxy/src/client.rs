@@ -1,0 +1,299 @@
+//! Protocol-agnostic facts about client connections, and the registry the
+//! admin port and cancel requests read.
+//!
+//! Each session owns an `Arc<ClientInfo>` and updates its atomics at state
+//! changes (login, waiting, active, idle), never per message. The registry
+//! is touched only when a client connects or disconnects.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::config::Protocol;
+use crate::pool::unix_us;
+
+/// Client state as shown by SHOW CLIENTS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Authenticating.
+    Login = 0,
+    /// Logged in, no server lent.
+    Idle = 1,
+    /// Waiting for a server.
+    Waiting = 2,
+    /// Holding a server.
+    Active = 3,
+}
+
+impl ClientState {
+    /// The PgBouncer-compatible name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Login => "login",
+            ClientState::Idle => "idle",
+            ClientState::Waiting => "waiting",
+            ClientState::Active => "active",
+        }
+    }
+}
+
+/// Why a client holds its server beyond a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PinReason {
+    /// Not pinned.
+    None = 0,
+    /// Pool in session mode.
+    SessionMode = 1,
+    /// LISTEN.
+    Listen = 2,
+    /// Session-level advisory lock.
+    AdvisoryLock = 3,
+    /// Temporary table.
+    TempTable = 4,
+    /// SQL-level PREPARE.
+    SqlPrepare = 5,
+    /// DECLARE ... WITH HOLD.
+    HoldCursor = 6,
+    /// Other session state that cannot be re-applied (LOAD, replication).
+    Other = 7,
+}
+
+impl PinReason {
+    /// Name for SHOW CLIENTS and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinReason::None => "",
+            PinReason::SessionMode => "session_mode",
+            PinReason::Listen => "listen",
+            PinReason::AdvisoryLock => "advisory_lock",
+            PinReason::TempTable => "temp_table",
+            PinReason::SqlPrepare => "sql_prepare",
+            PinReason::HoldCursor => "hold_cursor",
+            PinReason::Other => "session_state",
+        }
+    }
+
+    fn from_u8(v: u8) -> PinReason {
+        match v {
+            1 => PinReason::SessionMode,
+            2 => PinReason::Listen,
+            3 => PinReason::AdvisoryLock,
+            4 => PinReason::TempTable,
+            5 => PinReason::SqlPrepare,
+            6 => PinReason::HoldCursor,
+            7 => PinReason::Other,
+            _ => PinReason::None,
+        }
+    }
+}
+
+/// One client connection, as the admin port and the insight layer see it.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Process-unique id (PgBouncer's `id` and `ptr`).
+    pub id: u64,
+    /// Which front end accepted it.
+    pub protocol: Protocol,
+    /// Client address.
+    pub addr: SocketAddr,
+    /// Our listening address it connected to.
+    pub local_addr: SocketAddr,
+    /// When it connected.
+    pub connect_time: SystemTime,
+    /// Login user (set once after login).
+    pub user: Mutex<String>,
+    /// Database name it asked for (set once after login).
+    pub database: Mutex<String>,
+    /// Current application_name.
+    pub application_name: Mutex<String>,
+    /// TLS description, empty when plain.
+    pub tls: Mutex<String>,
+    state: AtomicU8,
+    link: AtomicU64,
+    request_time_us: AtomicI64,
+    wait_start_us: AtomicI64,
+    pin: AtomicU8,
+    /// Prepared statements the client has defined.
+    pub prepared_statements: AtomicUsize,
+    /// Key handed out in BackendKeyData (PostgreSQL) or the connection id
+    /// (MySQL) for cancel requests.
+    pub cancel_key: (i32, i32),
+    /// Set by KILL / shutdown to ask the session to end.
+    pub kill_requested: AtomicBool,
+}
+
+impl ClientInfo {
+    /// A new client in the login state.
+    pub fn new(protocol: Protocol, addr: SocketAddr, local_addr: SocketAddr, cancel_key: (i32, i32)) -> Self {
+        let now = SystemTime::now();
+        ClientInfo {
+            id: crate::pool::next_id(),
+            protocol,
+            addr,
+            local_addr,
+            connect_time: now,
+            user: Mutex::new(String::new()),
+            database: Mutex::new(String::new()),
+            application_name: Mutex::new(String::new()),
+            tls: Mutex::new(String::new()),
+            state: AtomicU8::new(ClientState::Login as u8),
+            link: AtomicU64::new(0),
+            request_time_us: AtomicI64::new(unix_us(now)),
+            wait_start_us: AtomicI64::new(0),
+            pin: AtomicU8::new(0),
+            prepared_statements: AtomicUsize::new(0),
+            cancel_key,
+            kill_requested: AtomicBool::new(false),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => ClientState::Login,
+            1 => ClientState::Idle,
+            2 => ClientState::Waiting,
+            _ => ClientState::Active,
+        }
+    }
+
+    /// Records a state change with the current time.
+    #[inline]
+    pub fn set_state(&self, state: ClientState, now_us: i64) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        self.request_time_us.store(now_us, Ordering::Relaxed);
+        if state == ClientState::Waiting {
+            self.wait_start_us.store(now_us, Ordering::Relaxed);
+        }
+    }
+
+    /// Links the client to a server id (0 = none).
+    #[inline]
+    pub fn set_link(&self, server_id: u64) {
+        self.link.store(server_id, Ordering::Relaxed);
+    }
+
+    /// Server id the client holds, 0 when none.
+    pub fn link(&self) -> u64 {
+        self.link.load(Ordering::Relaxed)
+    }
+
+    /// Time of the last state change (Unix microseconds).
+    pub fn request_time_us(&self) -> i64 {
+        self.request_time_us.load(Ordering::Relaxed)
+    }
+
+    /// When the current wait began (Unix microseconds), if waiting.
+    pub fn wait_start_us(&self) -> Option<i64> {
+        (self.state() == ClientState::Waiting).then(|| self.wait_start_us.load(Ordering::Relaxed))
+    }
+
+    /// Why the client holds its server between transactions.
+    pub fn pin(&self) -> PinReason {
+        PinReason::from_u8(self.pin.load(Ordering::Relaxed))
+    }
+
+    /// Sets the pin reason.
+    pub fn set_pin(&self, reason: PinReason) {
+        self.pin.store(reason as u8, Ordering::Relaxed);
+    }
+
+    /// User name (cloned).
+    pub fn user(&self) -> String {
+        self.user.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Database name (cloned).
+    pub fn database(&self) -> String {
+        self.database.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// application_name (cloned).
+    pub fn application_name(&self) -> String {
+        self.application_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Every connected client, by id and by cancel key.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    inner: Mutex<RegistryInner>,
+    count: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct RegistryInner {
+    by_id: HashMap<u64, Arc<ClientInfo>>,
+    by_key: HashMap<(i32, i32), u64>,
+}
+
+impl ClientRegistry {
+    /// Adds a client; the returned guard removes it on drop.
+    pub fn register(self: &Arc<Self>, info: Arc<ClientInfo>) -> Registration {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_key.insert(info.cancel_key, info.id);
+        inner.by_id.insert(info.id, info.clone());
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Registration {
+            registry: self.clone(),
+            info,
+        }
+    }
+
+    /// Connected clients.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// True when no client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All clients (SHOW CLIENTS).
+    pub fn all(&self) -> Vec<Arc<ClientInfo>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = inner.by_id.values().cloned().collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// The client a cancel key belongs to.
+    pub fn by_cancel_key(&self, key: (i32, i32)) -> Option<Arc<ClientInfo>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let id = inner.by_key.get(&key)?;
+        inner.by_id.get(id).cloned()
+    }
+
+    /// True if a cancel key is already in use.
+    pub fn key_in_use(&self, key: (i32, i32)) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_key
+            .contains_key(&key)
+    }
+}
+
+/// Keeps a client in the registry while alive.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<ClientRegistry>,
+    info: Arc<ClientInfo>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut inner = self.registry.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_id.remove(&self.info.id);
+        inner.by_key.remove(&self.info.cancel_key);
+        self.registry.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,838 @@
+//! Configuration: the TOML schema, validation with clear errors, and the
+//! resolved runtime form the rest of the proxy reads.
+//!
+//! The file is parsed with `deny_unknown_fields`, so a misspelt key stops
+//! start-up (and RELOAD) with a message naming the key, line and column.
+//! Semantic checks that serde cannot do (duplicate names, a pool smaller
+//! than `min_idle`, TLS files that do not exist) name the key path and the
+//! line of the offending entry.
+//!
+//! The resolved [`Config`] is immutable; RELOAD builds a new one and swaps
+//! it in through an `ArcSwap` (see `crate::Proxy`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use thiserror::Error;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a bad value (the message carries the
+    /// line and column).
+    #[error("invalid configuration {origin}: {message}")]
+    Parse {
+        /// File name or "<string>".
+        origin: String,
+        /// toml's message with line, column and snippet.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("invalid configuration {origin}, line {line}: {key}: {message}")]
+    Invalid {
+        /// File name or "<string>".
+        origin: String,
+        /// 1-based line of the entry, 0 when unknown.
+        line: usize,
+        /// Dotted key path, e.g. `databases[2].port`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// Small value types
+
+/// A duration written with units: `"5s"`, `"10m"`, `"1h 30m"`, `"250ms"`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl fmt::Debug for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let s = s.trim();
+        if s == "0" {
+            return Ok(Dur(Duration::ZERO));
+        }
+        humantime::parse_duration(s).map(Dur).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); write a number with a unit, e.g. \"5s\", \"250ms\", \"10m\", \"1h\""
+            ))
+        })
+    }
+}
+
+/// A password or verifier: never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// How a server connection is lent to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server per transaction.
+    Transaction,
+    /// A server for the client's whole session.
+    Session,
+}
+
+impl PoolMode {
+    /// The name used in the config and in SHOW output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        }
+    }
+}
+
+/// Which wire protocol a database speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL / MariaDB.
+    Mysql,
+}
+
+impl Protocol {
+    /// The name used in the config and in SHOW output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+        }
+    }
+}
+
+/// How clients must prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 (md5 is used for users whose only secret is an md5 hash).
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// md5 (SCRAM is used for users whose only secret is a SCRAM verifier).
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password; the user must still be known.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// What to do with a transaction left open and idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeakAction {
+    /// Report it.
+    Warn,
+    /// Report it, roll it back and return the server to the pool.
+    Rollback,
+}
+
+impl LeakAction {
+    /// The name used in the config and in SHOW output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakAction::Warn => "warn",
+            LeakAction::Rollback => "rollback",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// File schema (what serde reads)
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    general: FileGeneral,
+    #[serde(default)]
+    admin: FileAdmin,
+    #[serde(default)]
+    postgres: FilePostgres,
+    #[serde(default)]
+    pool: FilePool,
+    #[serde(default)]
+    insight: FileInsight,
+    #[serde(default)]
+    databases: Vec<toml::Spanned<FileDatabase>>,
+    #[serde(default)]
+    users: Vec<toml::Spanned<FileUser>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGeneral {
+    workers: Option<usize>,
+    shutdown_timeout: Option<Dur>,
+    max_message_size: Option<u64>,
+    server_connect_timeout: Option<Dur>,
+    stats_period: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    listen: Option<String>,
+    users: Option<Vec<String>>,
+    stats_users: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePostgres {
+    listen: Option<String>,
+    auth: Option<AuthMethod>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePool {
+    mode: Option<PoolMode>,
+    size: Option<usize>,
+    size_per_cpu: Option<usize>,
+    backend_cpus: Option<usize>,
+    min_idle: Option<usize>,
+    checkout_timeout: Option<Dur>,
+    idle_timeout: Option<Dur>,
+    max_lifetime: Option<Dur>,
+    max_client_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileInsight {
+    enabled: Option<bool>,
+    max_statements: Option<usize>,
+    n_plus_one: Option<FileNPlusOne>,
+    leaked_transaction: Option<FileLeak>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNPlusOne {
+    threshold: Option<u32>,
+    window: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLeak {
+    idle: Option<Dur>,
+    action: Option<LeakAction>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDatabase {
+    name: String,
+    #[serde(default = "default_protocol")]
+    protocol: Protocol,
+    host: String,
+    port: Option<u16>,
+    dbname: Option<String>,
+    user: Option<String>,
+    password: Option<Secret>,
+    #[serde(default)]
+    pool: FilePool,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Postgres
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUser {
+    name: String,
+    password: Option<Secret>,
+}
+
+// ---------------------------------------------------------------------------
+// Resolved configuration
+
+/// Process-wide settings (`[general]`).
+#[derive(Debug, Clone)]
+pub struct General {
+    /// Tokio worker threads; 0 in the file means one per CPU.
+    pub workers: usize,
+    /// How long SIGTERM waits for open transactions before closing them.
+    pub shutdown_timeout: Duration,
+    /// Largest protocol message accepted from a client or server.
+    pub max_message_size: u32,
+    /// Limit for TCP connect plus login to a server.
+    pub server_connect_timeout: Duration,
+    /// Interval over which SHOW STATS averages are computed.
+    pub stats_period: Duration,
+}
+
+/// The admin port (`[admin]`).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `host:port` for psql and HTTP.
+    pub listen: String,
+    /// Users that may run every command.
+    pub users: Vec<String>,
+    /// Users that may run SHOW only.
+    pub stats_users: Vec<String>,
+}
+
+/// The PostgreSQL listener (`[postgres]`).
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// Client authentication method.
+    pub auth: AuthMethod,
+}
+
+/// Pool settings after defaults and per-database overrides are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Transaction or session pooling.
+    pub mode: PoolMode,
+    /// Maximum server connections in one (database, user) pool.
+    pub size: usize,
+    /// How `size` was derived, for `sqlmux check` and SHOW CONFIG.
+    pub size_source: String,
+    /// Servers kept open even when idle.
+    pub min_idle: usize,
+    /// Longest a client waits for a server.
+    pub checkout_timeout: Duration,
+    /// Idle servers close after this (0 = never).
+    pub idle_timeout: Duration,
+    /// Every server closes after this age, at its next release (0 = never).
+    pub max_lifetime: Duration,
+    /// Client connections allowed (globally from `[pool]`, per database
+    /// when set in a database's pool table).
+    pub max_client_connections: usize,
+}
+
+/// Insight settings (`[insight]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InsightConfig {
+    /// Record statements at all.
+    pub enabled: bool,
+    /// Fingerprints tracked before the least recent fold into "other".
+    pub max_statements: usize,
+    /// Repeats of one statement that make an N+1 burst.
+    pub n_plus_one_threshold: u32,
+    /// Window within which the repeats must fall.
+    pub n_plus_one_window: Duration,
+    /// Idle time inside a transaction after which it counts as leaked.
+    pub leak_idle: Duration,
+    /// What to do with a leaked transaction.
+    pub leak_action: LeakAction,
+}
+
+/// One `[[databases]]` entry.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// The name clients put in their connection string.
+    pub name: String,
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Database name on the server.
+    pub dbname: String,
+    /// Server login user; `None` means the client's own.
+    pub user: Option<String>,
+    /// Server login password for `user`.
+    pub password: Option<Secret>,
+    /// Effective pool settings.
+    pub pool: PoolConfig,
+    /// Whether `pool.max_client_connections` was set for this database.
+    pub client_limit: Option<usize>,
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    /// User name.
+    pub name: String,
+    /// Plain password, `md5...` hash or `SCRAM-SHA-256$...` verifier.
+    pub password: Option<Secret>,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// File it came from, if any (RELOAD re-reads it).
+    pub path: Option<PathBuf>,
+    /// `[general]`.
+    pub general: General,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[postgres]`.
+    pub postgres: PostgresConfig,
+    /// `[pool]` defaults as written (before per-database overrides).
+    pub pool: PoolConfig,
+    /// `[insight]`.
+    pub insight: InsightConfig,
+    /// `[[databases]]`.
+    pub databases: Vec<DatabaseConfig>,
+    /// `[[users]]`.
+    pub users: Vec<UserConfig>,
+    /// CPUs of this host, used when `backend_cpus` is 0.
+    pub host_cpus: usize,
+}
+
+/// CPUs available to this process.
+pub fn host_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::parse_with_origin(&text, &path.display().to_string())?;
+        cfg.path = Some(path.to_owned());
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text (used by tests and by `load`).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with_origin(text, "<string>")
+    }
+
+    fn parse_with_origin(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        resolve(file, text, origin, host_cpus())
+    }
+
+    /// The database entry a client's database name maps to.
+    pub fn database(&self, name: &str) -> Option<&DatabaseConfig> {
+        self.databases.iter().find(|d| d.name == name)
+    }
+
+    /// The `[[users]]` entry for a name.
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn resolve(file: FileConfig, text: &str, origin: &str, cpus: usize) -> Result<Config, ConfigError> {
+    let invalid = |line: usize, key: &str, message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        line,
+        key: key.to_owned(),
+        message,
+    };
+    // Line of the first occurrence of a table header or key, for errors on
+    // plain (unspanned) fields.
+    let find_line = |needle: &str| -> usize {
+        text.lines()
+            .position(|l| l.trim_start().starts_with(needle))
+            .map(|i| i + 1)
+            .unwrap_or(0)
+    };
+
+    let g = file.general;
+    let workers = g.workers.unwrap_or(0);
+    let max_message_size = g.max_message_size.unwrap_or(64 * 1024 * 1024);
+    if !(1024..=(1u64 << 30)).contains(&max_message_size) {
+        return Err(invalid(
+            find_line("max_message_size"),
+            "general.max_message_size",
+            format!("{max_message_size} is outside 1024..=1073741824 bytes"),
+        ));
+    }
+    let general = General {
+        workers: if workers == 0 { cpus } else { workers },
+        shutdown_timeout: g.shutdown_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+        max_message_size: max_message_size as u32,
+        server_connect_timeout: g
+            .server_connect_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10)),
+        stats_period: g.stats_period.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
+    };
+    if general.stats_period.is_zero() {
+        return Err(invalid(
+            find_line("stats_period"),
+            "general.stats_period",
+            "must be longer than zero".into(),
+        ));
+    }
+
+    let admin = AdminConfig {
+        listen: file.admin.listen.unwrap_or_else(|| "127.0.0.1:6434".into()),
+        users: file.admin.users.unwrap_or_else(|| vec!["admin".into()]),
+        stats_users: file.admin.stats_users.unwrap_or_default(),
+    };
+    check_listen(&admin.listen).map_err(|m| invalid(find_line("listen"), "admin.listen", m))?;
+
+    let postgres = PostgresConfig {
+        listen: file.postgres.listen.unwrap_or_else(|| "0.0.0.0:6432".into()),
+        auth: file.postgres.auth.unwrap_or(AuthMethod::ScramSha256),
+    };
+    check_listen(&postgres.listen)
+        .map_err(|m| invalid(find_line("listen"), "postgres.listen", m))?;
+
+    let pool_line = find_line("[pool]");
+    let pool = resolve_pool(&FilePool::default(), &file.pool, cpus)
+        .map_err(|(k, m)| invalid(pool_line, &format!("pool.{k}"), m))?;
+
+    let fi = file.insight;
+    let n1 = fi.n_plus_one.unwrap_or_default();
+    let leak = fi.leaked_transaction.unwrap_or_default();
+    let insight = InsightConfig {
+        enabled: fi.enabled.unwrap_or(true),
+        max_statements: fi.max_statements.unwrap_or(5000),
+        n_plus_one_threshold: n1.threshold.unwrap_or(10),
+        n_plus_one_window: n1.window.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+        leak_idle: leak.idle.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+        leak_action: leak.action.unwrap_or(LeakAction::Warn),
+    };
+    let insight_line = find_line("[insight]");
+    if insight.max_statements == 0 {
+        return Err(invalid(
+            insight_line,
+            "insight.max_statements",
+            "must be at least 1".into(),
+        ));
+    }
+    if insight.n_plus_one_threshold < 2 {
+        return Err(invalid(
+            insight_line,
+            "insight.n_plus_one.threshold",
+            "must be at least 2 (one repeat is not a burst)".into(),
+        ));
+    }
+    if insight.n_plus_one_window.is_zero() || insight.leak_idle.is_zero() {
+        return Err(invalid(
+            insight_line,
+            "insight",
+            "n_plus_one.window and leaked_transaction.idle must be longer than zero".into(),
+        ));
+    }
+
+    let mut databases: Vec<DatabaseConfig> = Vec::new();
+    for (i, spanned) in file.databases.into_iter().enumerate() {
+        let line = line_of(text, spanned.span().start);
+        let d = spanned.into_inner();
+        let key = |k: &str| format!("databases[{i}].{k}");
+        if d.name.is_empty() {
+            return Err(invalid(line, &key("name"), "must not be empty".into()));
+        }
+        if matches!(d.name.as_str(), "sqlmux" | "pgbouncer") {
+            return Err(invalid(
+                line,
+                &key("name"),
+                format!(
+                    "{:?} is reserved for the admin console; choose another name",
+                    d.name
+                ),
+            ));
+        }
+        if databases.iter().any(|o| o.name == d.name) {
+            return Err(invalid(
+                line,
+                &key("name"),
+                format!("database {:?} is defined twice", d.name),
+            ));
+        }
+        if d.protocol == Protocol::Mysql {
+            return Err(invalid(
+                line,
+                &key("protocol"),
+                "the MySQL front end is not available in this version of sqlmux; use protocol = \"postgres\"".into(),
+            ));
+        }
+        if d.password.is_some() && d.user.is_none() {
+            return Err(invalid(
+                line,
+                &key("password"),
+                "a server password needs a server user: set `user` too".into(),
+            ));
+        }
+        let pool = resolve_pool(&file.pool, &d.pool, cpus)
+            .map_err(|(k, m)| invalid(line, &key(&format!("pool.{k}")), m))?;
+        databases.push(DatabaseConfig {
+            dbname: d.dbname.unwrap_or_else(|| d.name.clone()),
+            port: d.port.unwrap_or(match d.protocol {
+                Protocol::Postgres => 5432,
+                Protocol::Mysql => 3306,
+            }),
+            name: d.name,
+            protocol: d.protocol,
+            host: d.host,
+            user: d.user,
+            password: d.password,
+            client_limit: d.pool.max_client_connections,
+            pool,
+        });
+    }
+
+    let mut users: Vec<UserConfig> = Vec::new();
+    for (i, spanned) in file.users.into_iter().enumerate() {
+        let line = line_of(text, spanned.span().start);
+        let u = spanned.into_inner();
+        if u.name.is_empty() {
+            return Err(invalid(line, &format!("users[{i}].name"), "must not be empty".into()));
+        }
+        if users.iter().any(|o| o.name == u.name) {
+            return Err(invalid(
+                line,
+                &format!("users[{i}].name"),
+                format!("user {:?} is defined twice", u.name),
+            ));
+        }
+        if let Some(p) = &u.password {
+            if p.0.starts_with("SCRAM-SHA-256$")
+                && sqlmux_protocol::postgres::auth::ScramVerifier::parse(&p.0).is_none()
+            {
+                return Err(invalid(
+                    line,
+                    &format!("users[{i}].password"),
+                    "looks like a SCRAM verifier but is malformed; expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".into(),
+                ));
+            }
+            if p.0.starts_with("md5") && p.0.len() == 35 && !p.0[3..].bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    line,
+                    &format!("users[{i}].password"),
+                    "looks like an md5 hash but is not 32 hex digits after \"md5\"".into(),
+                ));
+            }
+        }
+        users.push(UserConfig {
+            name: u.name,
+            password: u.password,
+        });
+    }
+
+    Ok(Config {
+        path: None,
+        general,
+        admin,
+        postgres,
+        pool,
+        insight,
+        databases,
+        users,
+        host_cpus: cpus,
+    })
+}
+
+fn check_listen(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!(
+            "{addr:?} is not host:port (for example \"127.0.0.1:6432\" or \"0.0.0.0:6432\")"
+        )),
+    }
+}
+
+/// Applies `over` on top of `base` on top of the built-in defaults.
+fn resolve_pool(base: &FilePool, over: &FilePool, cpus: usize) -> Result<PoolConfig, (String, String)> {
+    let mode = over.mode.or(base.mode).unwrap_or(PoolMode::Transaction);
+    let size_per_cpu = over.size_per_cpu.or(base.size_per_cpu).unwrap_or(2);
+    let backend_cpus = over.backend_cpus.or(base.backend_cpus).unwrap_or(0);
+    let (size, size_source) = match over.size.or(base.size) {
+        Some(size) => (size, "explicit pool.size".to_owned()),
+        None => {
+            let (n, how) = if backend_cpus == 0 {
+                (cpus, format!("{cpus} CPUs on this host"))
+            } else {
+                (backend_cpus, format!("backend_cpus = {backend_cpus}"))
+            };
+            (
+                size_per_cpu * n,
+                format!("size_per_cpu {size_per_cpu} x {how}"),
+            )
+        }
+    };
+    if size == 0 {
+        return Err(("size".into(), "the pool size resolves to 0; set size or size_per_cpu to at least 1".into()));
+    }
+    let min_idle = over.min_idle.or(base.min_idle).unwrap_or(0);
+    if min_idle > size {
+        return Err((
+            "min_idle".into(),
+            format!("min_idle {min_idle} is larger than the pool size {size}"),
+        ));
+    }
+    let checkout_timeout = over
+        .checkout_timeout
+        .or(base.checkout_timeout)
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(5));
+    if checkout_timeout.is_zero() {
+        return Err(("checkout_timeout".into(), "must be longer than zero".into()));
+    }
+    let max_client_connections = over
+        .max_client_connections
+        .or(base.max_client_connections)
+        .unwrap_or(10_000);
+    if max_client_connections == 0 {
+        return Err(("max_client_connections".into(), "must be at least 1".into()));
+    }
+    Ok(PoolConfig {
+        mode,
+        size,
+        size_source,
+        min_idle,
+        checkout_timeout,
+        idle_timeout: over
+            .idle_timeout
+            .or(base.idle_timeout)
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(600)),
+        max_lifetime: over
+            .max_lifetime
+            .or(base.max_lifetime)
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(3600)),
+        max_client_connections,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let cfg = Config::parse(
+            r#"
+[[databases]]
+name = "app"
+host = "127.0.0.1"
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.postgres.listen, "0.0.0.0:6432");
+        assert_eq!(cfg.admin.listen, "127.0.0.1:6434");
+        let db = &cfg.databases[0];
+        assert_eq!(db.port, 5432);
+        assert_eq!(db.dbname, "app");
+        assert_eq!(db.pool.mode, PoolMode::Transaction);
+        assert_eq!(db.pool.size, 2 * host_cpus());
+        assert_eq!(db.pool.checkout_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.insight.n_plus_one_threshold, 10);
+    }
+
+    #[test]
+    fn size_per_cpu_and_overrides() {
+        let cfg = Config::parse(
+            r#"
+[pool]
+size_per_cpu = 3
+backend_cpus = 4
+checkout_timeout = "250ms"
+
+[[databases]]
+name = "a"
+host = "h"
+
+[[databases]]
+name = "b"
+host = "h"
+pool = { size = 7, mode = "session" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.databases[0].pool.size, 12);
+        assert_eq!(cfg.databases[0].pool.size_source, "size_per_cpu 3 x backend_cpus = 4");
+        assert_eq!(cfg.databases[0].pool.checkout_timeout, Duration::from_millis(250));
+        assert_eq!(cfg.databases[1].pool.size, 7);
+        assert_eq!(cfg.databases[1].pool.mode, PoolMode::Session);
+        assert_eq!(cfg.databases[1].pool.checkout_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::parse("[pool]\nsize_pre_cpu = 3\n").unwrap_err().to_string();
+        assert!(err.contains("size_pre_cpu"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_line() {
+        let err = Config::parse("[pool]\ncheckout_timeout = \"5 parsecs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key_and_line() {
+        let err = Config::parse(
+            "[[databases]]\nname = \"a\"\nhost = \"h\"\n\n[[databases]]\nname = \"a\"\nhost = \"h\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("databases[1].name"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        let err = Config::parse("[pool]\nsize = 2\nmin_idle = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pool.min_idle"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let cfg = Config::parse("[[users]]\nname = \"u\"\npassword = \"hunter2\"\n").unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+    }
+}

@@ -1,0 +1,2 @@
+//! Insight: per-statement latency, N+1 bursts, leaked transactions.
+//! (Being implemented.)

@@ -1,0 +1,188 @@
+//! Byte streams and buffer helpers shared by both protocol front ends.
+//!
+//! [`Stream`] is a TCP connection that may have been upgraded to TLS, on
+//! either side (sqlmux as TLS server towards clients, as TLS client towards
+//! servers). It is an enum, not a trait object, so the forwarding path pays
+//! one `match` per call.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Bytes requested from the kernel per read.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// A plain or TLS byte stream.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS where sqlmux is the TLS server (client connections).
+    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS where sqlmux is the TLS client (server connections).
+    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::TlsServer(s) => s.get_ref().0,
+            Stream::TlsClient(s) => s.get_ref().0,
+        }
+    }
+
+    /// True when TLS is in use.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Stream::Plain(_))
+    }
+
+    /// Negotiated TLS version and cipher, for SHOW CLIENTS/SERVERS.
+    pub fn tls_description(&self) -> String {
+        let conn: &rustls::CommonState = match self {
+            Stream::Plain(_) => return String::new(),
+            Stream::TlsServer(s) => s.get_ref().1,
+            Stream::TlsClient(s) => s.get_ref().1,
+        };
+        let version = conn
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .unwrap_or("TLS");
+        let suite = conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("");
+        format!("{version}/{suite}")
+    }
+
+    /// Reads once into the spare capacity of `buf`, growing it by
+    /// [`READ_CHUNK`] when nearly full. Ok(0) means end of stream.
+    pub async fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_buf(cx, buf)).await
+    }
+
+    /// Poll form of [`Stream::read_buf`].
+    #[inline]
+    pub fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+
+    /// Writes all of `buf` and flushes, then clears it.
+    pub async fn write_all_clear(&mut self, buf: &mut BytesMut) -> io::Result<()> {
+        if !buf.is_empty() {
+            self.write_all(buf).await?;
+            buf.clear();
+        }
+        self.flush().await
+    }
+
+    /// Writes as much of `buf` as the socket takes without blocking, then
+    /// flushes TLS. Ready(Ok) means `buf` is empty.
+    #[inline]
+    pub fn poll_write_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<()>> {
+        while !buf.is_empty() {
+            let n = match Pin::new(&mut *self).poll_write(cx, buf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "peer stopped reading",
+                    )));
+                }
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if n == buf.len() {
+                buf.clear();
+            } else {
+                let _ = buf.split_to(n);
+            }
+        }
+        match self {
+            Stream::Plain(_) => Poll::Ready(Ok(())),
+            _ => Pin::new(&mut *self).poll_flush(cx),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    #[inline]
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    #[inline]
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare buffers kept per thread for idle clients to borrow.
+const SPARE_MAX: usize = 64;
+/// Capacity of a recycled buffer.
+pub const BUF_CAPACITY: usize = 16 * 1024;
+
+/// Takes an empty buffer from this thread's spares, or allocates one.
+///
+/// Idle clients give their buffers back ([`recycle_buf`]) so that ten
+/// thousand idle connections do not hold ten thousand buffers.
+pub fn take_buf() -> BytesMut {
+    SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(BUF_CAPACITY))
+}
+
+/// Returns an empty buffer to this thread's spares (large ones are dropped).
+pub fn recycle_buf(buf: &mut BytesMut) {
+    if !buf.is_empty() || buf.capacity() == 0 {
+        return;
+    }
+    let b = std::mem::take(buf);
+    if b.capacity() > 4 * BUF_CAPACITY {
+        return;
+    }
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_MAX {
+            s.push(b);
+        }
+    });
+}

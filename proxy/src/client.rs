@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -122,13 +122,18 @@ pub struct ClientInfo {
     /// Key handed out in BackendKeyData (PostgreSQL) or the connection id
     /// (MySQL) for cancel requests.
     pub cancel_key: (i32, i32),
-    /// Set by KILL / shutdown to ask the session to end.
-    pub kill_requested: AtomicBool,
+    /// Cancelled by KILL to end the session.
+    pub kill: tokio_util::sync::CancellationToken,
 }
 
 impl ClientInfo {
     /// A new client in the login state.
-    pub fn new(protocol: Protocol, addr: SocketAddr, local_addr: SocketAddr, cancel_key: (i32, i32)) -> Self {
+    pub fn new(
+        protocol: Protocol,
+        addr: SocketAddr,
+        local_addr: SocketAddr,
+        cancel_key: (i32, i32),
+    ) -> Self {
         let now = SystemTime::now();
         ClientInfo {
             id: crate::pool::next_id(),
@@ -147,7 +152,7 @@ impl ClientInfo {
             pin: AtomicU8::new(0),
             prepared_statements: AtomicUsize::new(0),
             cancel_key,
-            kill_requested: AtomicBool::new(false),
+            kill: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -209,7 +214,10 @@ impl ClientInfo {
 
     /// Database name (cloned).
     pub fn database(&self) -> String {
-        self.database.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.database
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// application_name (cloned).
@@ -291,7 +299,11 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut inner = self.registry.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self
+            .registry
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         inner.by_id.remove(&self.info.id);
         inner.by_key.remove(&self.info.cancel_key);
         self.registry.count.fetch_sub(1, Ordering::Relaxed);

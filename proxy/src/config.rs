@@ -493,13 +493,19 @@ fn resolve(file: FileConfig, text: &str, origin: &str, cpus: usize) -> Result<Co
     }
     let general = General {
         workers: if workers == 0 { cpus } else { workers },
-        shutdown_timeout: g.shutdown_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+        shutdown_timeout: g
+            .shutdown_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30)),
         max_message_size: max_message_size as u32,
         server_connect_timeout: g
             .server_connect_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(10)),
-        stats_period: g.stats_period.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
+        stats_period: g
+            .stats_period
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(60)),
     };
     if general.stats_period.is_zero() {
         return Err(invalid(
@@ -517,7 +523,10 @@ fn resolve(file: FileConfig, text: &str, origin: &str, cpus: usize) -> Result<Co
     check_listen(&admin.listen).map_err(|m| invalid(find_line("listen"), "admin.listen", m))?;
 
     let postgres = PostgresConfig {
-        listen: file.postgres.listen.unwrap_or_else(|| "0.0.0.0:6432".into()),
+        listen: file
+            .postgres
+            .listen
+            .unwrap_or_else(|| "0.0.0.0:6432".into()),
         auth: file.postgres.auth.unwrap_or(AuthMethod::ScramSha256),
     };
     check_listen(&postgres.listen)
@@ -623,7 +632,11 @@ fn resolve(file: FileConfig, text: &str, origin: &str, cpus: usize) -> Result<Co
         let line = line_of(text, spanned.span().start);
         let u = spanned.into_inner();
         if u.name.is_empty() {
-            return Err(invalid(line, &format!("users[{i}].name"), "must not be empty".into()));
+            return Err(invalid(
+                line,
+                &format!("users[{i}].name"),
+                "must not be empty".into(),
+            ));
         }
         if users.iter().any(|o| o.name == u.name) {
             return Err(invalid(
@@ -642,7 +655,10 @@ fn resolve(file: FileConfig, text: &str, origin: &str, cpus: usize) -> Result<Co
                     "looks like a SCRAM verifier but is malformed; expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".into(),
                 ));
             }
-            if p.0.starts_with("md5") && p.0.len() == 35 && !p.0[3..].bytes().all(|b| b.is_ascii_hexdigit()) {
+            if p.0.starts_with("md5")
+                && p.0.len() == 35
+                && !p.0[3..].bytes().all(|b| b.is_ascii_hexdigit())
+            {
                 return Err(invalid(
                     line,
                     &format!("users[{i}].password"),
@@ -682,7 +698,11 @@ fn check_listen(addr: &str) -> Result<(), String> {
 }
 
 /// Applies `over` on top of `base` on top of the built-in defaults.
-fn resolve_pool(base: &FilePool, over: &FilePool, cpus: usize) -> Result<PoolConfig, (String, String)> {
+fn resolve_pool(
+    base: &FilePool,
+    over: &FilePool,
+    cpus: usize,
+) -> Result<PoolConfig, (String, String)> {
     let mode = over.mode.or(base.mode).unwrap_or(PoolMode::Transaction);
     let size_per_cpu = over.size_per_cpu.or(base.size_per_cpu).unwrap_or(2);
     let backend_cpus = over.backend_cpus.or(base.backend_cpus).unwrap_or(0);
@@ -701,7 +721,10 @@ fn resolve_pool(base: &FilePool, over: &FilePool, cpus: usize) -> Result<PoolCon
         }
     };
     if size == 0 {
-        return Err(("size".into(), "the pool size resolves to 0; set size or size_per_cpu to at least 1".into()));
+        return Err((
+            "size".into(),
+            "the pool size resolves to 0; set size or size_per_cpu to at least 1".into(),
+        ));
     }
     let min_idle = over.min_idle.or(base.min_idle).unwrap_or(0);
     if min_idle > size {
@@ -791,16 +814,27 @@ pool = { size = 7, mode = "session" }
         )
         .unwrap();
         assert_eq!(cfg.databases[0].pool.size, 12);
-        assert_eq!(cfg.databases[0].pool.size_source, "size_per_cpu 3 x backend_cpus = 4");
-        assert_eq!(cfg.databases[0].pool.checkout_timeout, Duration::from_millis(250));
+        assert_eq!(
+            cfg.databases[0].pool.size_source,
+            "size_per_cpu 3 x backend_cpus = 4"
+        );
+        assert_eq!(
+            cfg.databases[0].pool.checkout_timeout,
+            Duration::from_millis(250)
+        );
         assert_eq!(cfg.databases[1].pool.size, 7);
         assert_eq!(cfg.databases[1].pool.mode, PoolMode::Session);
-        assert_eq!(cfg.databases[1].pool.checkout_timeout, Duration::from_millis(250));
+        assert_eq!(
+            cfg.databases[1].pool.checkout_timeout,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = Config::parse("[pool]\nsize_pre_cpu = 3\n").unwrap_err().to_string();
+        let err = Config::parse("[pool]\nsize_pre_cpu = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("size_pre_cpu"), "{err}");
         assert!(err.contains("line 2"), "{err}");
     }

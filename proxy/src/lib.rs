@@ -1,7 +1,234 @@
-//! sqlmux: a connection-pooling proxy for PostgreSQL and MySQL.
+//! sqlmux: a connection-pooling proxy for PostgreSQL and MySQL that records
+//! what the application does to the database.
+//!
+//! # Map
+//!
+//! - [`config`]: the TOML schema, validation, defaults.
+//! - [`listener`]: sockets and accept loops.
+//! - [`postgres`]: the PostgreSQL front end: login, cancel, the session
+//!   loop and the forwarding pump, server connections, parameters.
+//! - [`pool`]: protocol-agnostic pools: a synchronous state machine behind a
+//!   short lock, FIFO waiting, and the [`pool::Lease`] guard.
+//! - [`insight`]: per-statement latency histograms, N+1 bursts, leaked
+//!   transactions.
+//! - [`client`], [`auth`], [`stats`], [`io`]: shared client facts, users and
+//!   secrets, sharded counters, byte streams.
+//!
+//! # One transaction
+//!
+//! A client's first message of a transaction makes its session check out a
+//! server from the pool of (database, user). The session forwards frames
+//! both ways, looking only at frame headers and at the few messages that
+//! decide something, and feeds statement timings to the insight layer. At
+//! ReadyForQuery `I` with nothing outstanding, the lease is marked reusable
+//! and dropped, which returns the server to the pool.
+//!
+//! # Running
+//!
+//! [`Proxy::start`] binds the listeners and returns a handle; nothing here
+//! is global, so tests can run several proxies in one process.
+
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod insight;
 pub mod io;
+pub mod listener;
 pub mod pool;
+pub mod postgres;
 pub mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Users;
+use crate::client::ClientRegistry;
+use crate::config::{Config, ConfigError};
+use crate::insight::Insight;
+use crate::postgres::pools::PgPools;
+
+/// State shared by every task of one proxy instance.
+pub struct Shared {
+    /// The current configuration (swapped atomically by RELOAD).
+    pub config: ArcSwap<Config>,
+    /// Users and their secrets, rebuilt on RELOAD.
+    pub users: ArcSwap<Users>,
+    /// PostgreSQL pools.
+    pub pg_pools: PgPools,
+    /// Connected clients.
+    pub clients: Arc<ClientRegistry>,
+    /// Statement statistics and detectors.
+    pub insight: Arc<Insight>,
+    /// Cancelled when shutdown begins: listeners stop, idle clients are
+    /// closed, active ones at their transaction boundary.
+    pub drain: CancellationToken,
+    /// Cancelled when the grace period ends: every session is closed.
+    pub hard: CancellationToken,
+    /// Every connection and background task.
+    pub tasks: TaskTracker,
+    /// When the proxy started.
+    pub started: SystemTime,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Errors that stop the proxy from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// The address from the config.
+        addr: String,
+        /// Which listener.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running proxy.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    /// Shared state (for inspection and the admin layer).
+    pub shared: Arc<Shared>,
+    postgres_addr: SocketAddr,
+}
+
+impl Proxy {
+    /// Binds the listeners and starts accepting. Must run inside a tokio
+    /// runtime.
+    pub async fn start(config: Config) -> Result<Proxy, StartError> {
+        let users = Users::from_config(&config, None);
+        let insight = Insight::new(&config.insight);
+        let pg_listener = listener::bind(&config.postgres.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.postgres.listen.clone(),
+                what: "postgres.listen",
+                source,
+            })?;
+        let postgres_addr = pg_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.postgres.listen.clone(),
+                what: "postgres.listen",
+                source,
+            })?;
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            users: ArcSwap::from_pointee(users),
+            pg_pools: PgPools::default(),
+            clients: Arc::new(ClientRegistry::default()),
+            insight,
+            drain: CancellationToken::new(),
+            hard: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started: SystemTime::now(),
+        });
+        shared.tasks.spawn(listener::accept_loop(
+            shared.clone(),
+            pg_listener,
+            listener::Service::Postgres,
+        ));
+        shared.tasks.spawn(janitor(shared.clone()));
+        tracing::info!(postgres = %postgres_addr, "sqlmux started");
+        Ok(Proxy {
+            shared,
+            postgres_addr,
+        })
+    }
+
+    /// Address the PostgreSQL listener is bound to.
+    pub fn postgres_addr(&self) -> SocketAddr {
+        self.postgres_addr
+    }
+
+    /// Re-reads the configuration file and applies it atomically. On error
+    /// the running configuration stays.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let current = self.shared.config.load();
+        let Some(path) = current.path.clone() else {
+            return self.apply((**current).clone());
+        };
+        let new = Config::load(&path)?;
+        self.apply(new)
+    }
+
+    /// Applies an already validated configuration.
+    pub fn apply(&self, new: Config) -> Result<(), ConfigError> {
+        apply_config(&self.shared, new);
+        Ok(())
+    }
+
+    /// Graceful shutdown: stop accepting, close idle clients, let open
+    /// transactions finish for up to `general.shutdown_timeout`, then close
+    /// everything. Returns when all tasks have ended.
+    pub async fn shutdown(&self) {
+        let timeout = self.shared.config.load().general.shutdown_timeout;
+        self.shared.drain.cancel();
+        self.shared.tasks.close();
+        if tokio::time::timeout(timeout, self.wait_clients())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                clients = self.shared.clients.len(),
+                "shutdown timeout reached; closing remaining connections"
+            );
+        }
+        self.shutdown_now().await;
+    }
+
+    async fn wait_clients(&self) {
+        while !self.shared.clients.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Immediate shutdown: closes every connection now.
+    pub async fn shutdown_now(&self) {
+        self.shared.drain.cancel();
+        self.shared.hard.cancel();
+        self.shared.tasks.close();
+        for e in self.shared.pg_pools.all() {
+            e.pool.retire();
+        }
+        self.shared.tasks.wait().await;
+    }
+}
+
+/// Swaps in a new configuration: users, pools and insight settings.
+pub(crate) fn apply_config(shared: &Shared, new: Config) {
+    let users = Users::from_config(&new, Some(&shared.users.load()));
+    shared.insight.reconfigure(&new.insight);
+    shared.users.store(Arc::new(users));
+    shared.pg_pools.reload(&new);
+    shared.config.store(Arc::new(new));
+    tracing::info!("configuration reloaded");
+}
+
+/// Background upkeep: idle/lifetime expiry, min_idle warm-up, pruning.
+async fn janitor(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.drain.cancelled() => return,
+        }
+        for e in shared.pg_pools.all() {
+            e.pool.maintain();
+        }
+        shared.pg_pools.prune();
+    }
+}

@@ -563,12 +563,18 @@ mod tests {
         let (_, body) = one(&buf);
         assert_eq!(
             decode_auth_request(&body),
-            Some(AuthRequest::Sasl(vec!["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"]))
+            Some(AuthRequest::Sasl(vec![
+                "SCRAM-SHA-256",
+                "SCRAM-SHA-256-PLUS"
+            ]))
         );
         let mut buf = BytesMut::new();
         auth_md5(&mut buf, [1, 2, 3, 4]);
         let (_, body) = one(&buf);
-        assert_eq!(decode_auth_request(&body), Some(AuthRequest::Md5([1, 2, 3, 4])));
+        assert_eq!(
+            decode_auth_request(&body),
+            Some(AuthRequest::Md5([1, 2, 3, 4]))
+        );
     }
 
     #[test]

@@ -176,7 +176,11 @@ mod tests {
         let mut buf = BytesMut::new();
         message::startup(
             &mut buf,
-            &[("user", "alice"), ("database", "app"), ("application_name", "x")],
+            &[
+                ("user", "alice"),
+                ("database", "app"),
+                ("application_name", "x"),
+            ],
         );
         let whole = buf.clone();
         let mut partial = BytesMut::from(&whole[..whole.len() - 1]);

@@ -1,7 +1,83 @@
-//! SQL statement fingerprints and classification. API STUB: the real
-//! implementation replaces this file.
+//! SQL statement fingerprints and classification.
+//!
+//! Where it sits: the client session hands every Query (PostgreSQL simple
+//! protocol), Parse (extended protocol) and COM_QUERY / COM_STMT_PREPARE
+//! (MySQL) text to a [`Normalizer`]. The resulting [`Analysis`] feeds two
+//! consumers:
+//!
+//! - insight: [`Analysis::fingerprint`] keys the per-statement histograms, N+1
+//!   detection and SHOW STATEMENTS, whose `query` column is
+//!   [`Normalizer::text`];
+//! - the pool: [`Analysis::effects`] says whether the statement changes
+//!   session state (SET, LISTEN, advisory locks, temp tables, ...), which
+//!   decides whether the lease can go back to the pool, must be pinned, or
+//!   needs its SETs replayed (see [`set_commands`]).
+//!
+//! # Normal form
+//!
+//! One pass over the bytes, no parser. The text is built so that queries
+//! that differ only in spacing, comments, keyword case or literal values get
+//! the same text, and so that normalizing the text again gives it back
+//! unchanged:
+//!
+//! - tokens are separated by one space, except none after `(`, `[`, `.`,
+//!   `::` and none before `)`, `]`, `,`, `.`, `::` (`a.b`, `f(x)`, `x::int`,
+//!   `a[1]`, `a = $1`); a comma is followed by one space; a `(` gets a space
+//!   only after an operator, a comma or a reserved word (`in (`, `values (`,
+//!   but `count(`, `t(a, b)`);
+//! - comments are dropped (`--`, `/* */` nested in PostgreSQL, `#` in MySQL;
+//!   the body of a MySQL `/*! */` comment is SQL and is kept);
+//! - unquoted words are lower-cased; quoted identifiers keep case and quotes;
+//! - literals (strings in every form, numbers, a sign directly before a
+//!   number where it cannot be a binary operator) and bind markers (`$n`,
+//!   `?`, `:name`) become placeholders: `$1`, `$2`, ... in order of
+//!   appearance for PostgreSQL (so the simple and the extended protocol give
+//!   the same text), `?` for MySQL. `TRUE`, `FALSE` and `NULL` stay words.
+//!   PostgreSQL `?`, `?|`, `?&` are jsonb operators;
+//! - a parenthesised (or `ARRAY[...]`) list of only placeholders folds to its
+//!   first entry and a comment: `in ($1 /*, ... */)`, whatever its length, and
+//!   the numbering after it does not depend on its length. A call's argument
+//!   list (`f(1, 2)`) and a subscript are never folded;
+//! - a group that repeats the shape of the group before it (`VALUES (1, 'a'),
+//!   (2, 'b')`) is dropped, so 1-row and n-row inserts match;
+//! - statements are separated by `; `; a trailing `;` is dropped.
+//!
+//! Input beyond [`MAX_INPUT`] bytes is ignored; the text keeps at most
+//! [`MAX_TEXT`] bytes (cut on a character boundary) while the fingerprint
+//! covers the whole normalized text. Invalid UTF-8 becomes U+FFFD.
+//!
+//! # Statement kinds and effects
+//!
+//! [`Analysis::kind`] is the kind of the first statement; for `WITH` the
+//! verb after the CTEs decides (`WITH ... INSERT` is [`Kind::Insert`],
+//! likewise UPDATE and DELETE; `WITH ... SELECT` is [`Kind::Select`]).
+//! MySQL `REPLACE` counts as [`Kind::Insert`]; MySQL `RESET ...` (RESET
+//! MASTER, QUERY CACHE) is [`Kind::Other`] and sets no effect.
+//! [`Analysis::effects`] ORs the [`Effects`] of all statements; see each
+//! constant for what sets it. Only the first [`MAX_INPUT`] bytes are seen.
+//!
+//! Cost: about 4 ns per input byte (0.8 us for a 200-byte statement), no
+//! allocation once the normalizer's buffers are warm. Those buffers grow to
+//! the largest normalized text seen (a few KiB for ordinary queries, up to a
+//! few times [`MAX_INPUT`] for pathological input) and are never shrunk:
+//! keep one normalizer per worker thread or session, not one per query.
+
+mod classify;
+mod keywords;
+mod lexer;
+mod normalize;
+mod set;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
+
+/// Bytes of a query string that [`Normalizer::normalize`] scans; the rest
+/// is ignored as if the string were cut there.
+pub const MAX_INPUT: usize = 64 * 1024;
+/// Bytes of normalized text [`Normalizer::text`] keeps (the fingerprint is
+/// computed over the whole normalized text before this cut).
+pub const MAX_TEXT: usize = 2 * 1024;
 
 /// Which SQL lexical rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,13 +125,27 @@ pub enum Kind {
 }
 
 /// Session-state effects found anywhere in a query string (bit set).
+///
+/// MySQL specifics: `SET` covers `SET @user_var`, `SET [SESSION|LOCAL] x`,
+/// `SET @@[session.]x`, `SET NAMES`, `SET CHARACTER SET`, `SET SESSION
+/// TRANSACTION` (but not `SET GLOBAL`/`PERSIST`, `SET TRANSACTION`, `SET
+/// PASSWORD`); `GET_LOCK()` sets [`Effects::ADVISORY_LOCK`] and
+/// `RELEASE_ALL_LOCKS()` [`Effects::ADVISORY_UNLOCK_ALL`]; `CREATE TEMPORARY
+/// TABLE` sets [`Effects::TEMP_TABLE`]; `PREPARE`/`DEALLOCATE PREPARE`/`DROP
+/// PREPARE` set [`Effects::PREPARE`]/[`Effects::DEALLOCATE`]; `XA ...` sets
+/// [`Effects::TXN_CONTROL`]. LISTEN, UNLISTEN, LOAD, RESET and DISCARD are
+/// PostgreSQL only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Effects(pub u32);
 
 impl Effects {
     /// BEGIN/START TRANSACTION/COMMIT/END/ROLLBACK/ABORT/SAVEPOINT/RELEASE/PREPARE TRANSACTION/COMMIT PREPARED.
     pub const TXN_CONTROL: u32 = 1 << 0;
-    /// `SET name ...` (not LOCAL, not SET TRANSACTION/SESSION CHARACTERISTICS), including `SET SESSION name`.
+    /// `SET name ...` (not LOCAL), including `SET SESSION name`, `SET TIME ZONE`,
+    /// `SET ROLE`, `SET SESSION AUTHORIZATION`, and `SET SESSION CHARACTERISTICS
+    /// AS TRANSACTION` (which changes the session's transaction defaults).
+    /// `SET TRANSACTION` and `SET CONSTRAINTS` last one transaction and set
+    /// no bit.
     pub const SET: u32 = 1 << 1;
     /// `SET LOCAL ...`.
     pub const SET_LOCAL: u32 = 1 << 2;
@@ -79,9 +169,10 @@ impl Effects {
     pub const DEALLOCATE: u32 = 1 << 11;
     /// `DEALLOCATE [PREPARE] ALL`.
     pub const DEALLOCATE_ALL: u32 = 1 << 12;
-    /// `CREATE [GLOBAL|LOCAL] TEMP|TEMPORARY TABLE` without `ON COMMIT DROP`.
+    /// `CREATE [GLOBAL|LOCAL] TEMP|TEMPORARY TABLE` (also `VIEW`, `SEQUENCE`) without
+    /// `ON COMMIT DROP`; PostgreSQL `SELECT ... INTO TEMP t`.
     pub const TEMP_TABLE: u32 = 1 << 13;
-    /// `DECLARE ... WITH HOLD`.
+    /// `DECLARE ... WITH HOLD` (before the cursor's `FOR`).
     pub const WITH_HOLD: u32 = 1 << 14;
     /// `DISCARD TEMP|TEMPORARY`.
     pub const DISCARD_TEMP: u32 = 1 << 15;
@@ -103,7 +194,7 @@ impl Effects {
 /// The result of [`Normalizer::normalize`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Analysis {
-    /// Hash of the normalized text.
+    /// `xxh3_64` of the whole normalized text (before the [`MAX_TEXT`] cut).
     pub fingerprint: Fingerprint,
     /// Top-level statements in the string (0 for an empty/comment-only string).
     pub statements: u32,
@@ -113,10 +204,16 @@ pub struct Analysis {
     pub effects: Effects,
 }
 
-/// One-pass normalizer with a reusable output buffer (no allocation once warm).
+/// One-pass normalizer with reusable buffers (no allocation once warm).
+///
+/// See the [module documentation](self) for the normal form.
+///
+/// Concurrency: a normalizer is plain data with no shared state; use one per
+/// thread (or session).
 #[derive(Debug, Default)]
 pub struct Normalizer {
     text: Vec<u8>,
+    scratch: normalize::Scratch,
 }
 
 impl Normalizer {
@@ -125,13 +222,22 @@ impl Normalizer {
         Self::default()
     }
     /// Normalizes `sql`, leaving the text in [`Normalizer::text`].
+    ///
+    /// Never panics and runs in time linear in `sql.len()` (capped at
+    /// [`MAX_INPUT`]), whatever the bytes.
     pub fn normalize(&mut self, sql: &[u8], dialect: Dialect) -> Analysis {
-        let _ = (sql, dialect);
-        todo!()
+        normalize::normalize(sql, dialect, &mut self.text, &mut self.scratch)
     }
-    /// Normalized text of the last call.
+    /// Normalized text of the last call (empty before the first), at most
+    /// [`MAX_TEXT`] bytes.
     pub fn text(&self) -> &str {
-        todo!()
+        match std::str::from_utf8(&self.text) {
+            Ok(s) => s,
+            Err(_) => {
+                debug_assert!(false, "normalized text is not UTF-8");
+                ""
+            }
+        }
     }
 }
 
@@ -146,8 +252,122 @@ pub struct SetCommand {
     pub local: bool,
 }
 
+impl SetCommand {
+    /// A statement that re-applies this command on another server
+    /// connection (`SET name TO value`, `RESET name`, `SET NAMES ...`, ...),
+    /// quoting the name when it needs it.
+    pub fn to_sql(&self, dialect: Dialect) -> String {
+        match dialect {
+            Dialect::Postgres => self.to_sql_pg(),
+            Dialect::MySql => self.to_sql_mysql(),
+        }
+    }
+
+    fn to_sql_pg(&self) -> String {
+        let set = if self.local { "SET LOCAL" } else { "SET" };
+        let special = match self.name.as_str() {
+            "session_authorization" => Some("SESSION AUTHORIZATION"),
+            "role" => Some("ROLE"),
+            _ => None,
+        };
+        match (&self.value, special) {
+            (Some(v), Some(s)) => format!("{set} {s} {v}"),
+            (None, Some(s)) if !self.local => format!("RESET {s}"),
+            (Some(v), _) => format!("{set} {} TO {v}", quote_name(&self.name, '"')),
+            (None, _) if self.local => {
+                format!("SET LOCAL {} TO DEFAULT", quote_name(&self.name, '"'))
+            }
+            (None, _) => format!("RESET {}", quote_name(&self.name, '"')),
+        }
+    }
+
+    fn to_sql_mysql(&self) -> String {
+        let v = self.value.as_deref();
+        let bare = |v: &str| {
+            v.trim_matches(|c| c == '\'' || c == '"')
+                .to_ascii_uppercase()
+        };
+        match self.name.as_str() {
+            "names" => format!("SET NAMES {}", v.unwrap_or("DEFAULT")),
+            "character set" => format!("SET CHARACTER SET {}", v.unwrap_or("DEFAULT")),
+            "role" => format!("SET ROLE {}", v.unwrap_or("DEFAULT")),
+            // The TRANSACTION syntax works on every MySQL and MariaDB version;
+            // the variable names differ between them.
+            "transaction_isolation" | "tx_isolation"
+                if v.is_some_and(|v| {
+                    matches!(
+                        bare(v).as_str(),
+                        "READ-UNCOMMITTED" | "READ-COMMITTED" | "REPEATABLE-READ" | "SERIALIZABLE"
+                    )
+                }) =>
+            {
+                let level = bare(v.unwrap_or_default()).replace('-', " ");
+                format!("SET SESSION TRANSACTION ISOLATION LEVEL {level}")
+            }
+            "transaction_read_only" | "tx_read_only"
+                if v.is_some_and(|v| matches!(bare(v).as_str(), "ON" | "OFF" | "1" | "0")) =>
+            {
+                let on = matches!(bare(v.unwrap_or_default()).as_str(), "ON" | "1");
+                format!(
+                    "SET SESSION TRANSACTION READ {}",
+                    if on { "ONLY" } else { "WRITE" }
+                )
+            }
+            name if name.starts_with('@') => format!("SET {name} = {}", v.unwrap_or("NULL")),
+            name => format!(
+                "SET SESSION {} = {}",
+                quote_name(name, '`'),
+                v.unwrap_or("DEFAULT")
+            ),
+        }
+    }
+}
+
+/// `name` as written when it is a plain lower-case (dotted) identifier,
+/// else quoted with `q`.
+fn quote_name(name: &str, q: char) -> String {
+    let plain = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && !part.as_bytes()[0].is_ascii_digit()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'$')
+        });
+    if plain {
+        name.to_owned()
+    } else {
+        let escaped = name.replace(q, &format!("{q}{q}"));
+        format!("{q}{escaped}{q}")
+    }
+}
+
 /// Extracts every SET/RESET (not RESET ALL) command in `sql`, in order.
+///
+/// `value` is the SQL text after `=`/`TO` (MySQL: up to the next top-level
+/// comma) as written, trimmed; `None` for `DEFAULT`, `RESET`, `SET TIME ZONE
+/// LOCAL` and `SET ROLE NONE`. Special syntax is reported under the
+/// parameter it sets: `SET TIME ZONE x` → `timezone`, `SET SCHEMA x` →
+/// `search_path`, PostgreSQL `SET NAMES x` → `client_encoding`, `SET ROLE x`
+/// → `role`, `SET SESSION AUTHORIZATION x` → `session_authorization`, `SET
+/// SESSION CHARACTERISTICS AS TRANSACTION ...` →
+/// `default_transaction_isolation` (`'read committed'`),
+/// `default_transaction_read_only`, `default_transaction_deferrable` (`on`
+/// / `off`). MySQL: `@user_var` keeps its `@`; `@@session.x`, `@@x` and
+/// `SESSION x` give `x`; `SET NAMES` gives `names` and `SET CHARACTER SET`
+/// gives `character set` (replay them with [`SetCommand::to_sql`]); `SET
+/// SESSION TRANSACTION ...` gives `transaction_isolation`
+/// (`'READ-COMMITTED'`) and `transaction_read_only` (`ON`/`OFF`). MySQL
+/// `SET LOCAL` is the session scope there, so `local` is always false.
+/// Statements that change nothing lasting (`SET TRANSACTION`, `SET GLOBAL`,
+/// ...) give nothing.
+///
+/// Allocates; meant for the rare statements whose [`Analysis::effects`] has
+/// [`Effects::SET`], [`Effects::SET_LOCAL`] or [`Effects::RESET`]. The input
+/// is not capped.
 pub fn set_commands(sql: &[u8], dialect: Dialect) -> Vec<SetCommand> {
-    let _ = (sql, dialect);
-    todo!()
+    set::set_commands(sql, dialect)
 }

@@ -148,6 +148,8 @@ pub struct ServerInfo {
     pub prepared_statements: AtomicUsize,
     /// Set when the server will be closed at release (RECONNECT, RELOAD).
     pub close_needed: AtomicBool,
+    /// Secret part of the server's cancel key (PostgreSQL BackendKeyData).
+    pub cancel_secret: Mutex<Vec<u8>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -182,6 +184,7 @@ impl ServerInfo {
             application_name: Mutex::new(String::new()),
             prepared_statements: AtomicUsize::new(0),
             close_needed: AtomicBool::new(false),
+            cancel_secret: Mutex::new(Vec::new()),
         }
     }
 
@@ -265,7 +268,10 @@ impl<S: PooledServer> Pool<S> {
 
     /// Current settings.
     pub fn config(&self) -> PoolConfig {
-        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Pool mode (read at every session start).
@@ -309,7 +315,11 @@ impl<S: PooledServer> Pool<S> {
             return Err(CheckoutError::Closed(self.key.database.to_string()));
         }
         let started = Instant::now();
-        let timeout = self.config.lock().unwrap_or_else(|e| e.into_inner()).checkout_timeout;
+        let timeout = self
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .checkout_timeout;
         loop {
             let step = self.lock().checkout(started);
             let grant = match step {
@@ -401,10 +411,13 @@ impl<S: PooledServer> Pool<S> {
     }
 
     fn release(&self, server: S, reusable: bool) {
-        let max_lifetime = self.config.lock().unwrap_or_else(|e| e.into_inner()).max_lifetime;
-        let reusable = reusable
-            && !self.is_retired()
-            && !server.info().close_needed.load(Ordering::Relaxed);
+        let max_lifetime = self
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .max_lifetime;
+        let reusable =
+            reusable && !self.is_retired() && !server.info().close_needed.load(Ordering::Relaxed);
         server.info().set(ServerState::Idle, 0);
         let mut st = self.lock();
         let closed = st.release(server, reusable, Instant::now(), max_lifetime);
@@ -473,9 +486,12 @@ impl<S: PooledServer> Pool<S> {
             return;
         }
         let cfg = self.config();
-        let (closed, to_open) =
-            self.lock()
-                .maintain(Instant::now(), cfg.idle_timeout, cfg.max_lifetime, cfg.min_idle);
+        let (closed, to_open) = self.lock().maintain(
+            Instant::now(),
+            cfg.idle_timeout,
+            cfg.max_lifetime,
+            cfg.min_idle,
+        );
         self.close_all(closed);
         for _ in 0..to_open {
             let pool = self.clone();
@@ -497,7 +513,11 @@ struct Waiter<'a, S: PooledServer> {
 }
 
 impl<S: PooledServer> Waiter<'_, S> {
-    async fn wait(&mut self, deadline: Instant, started: Instant) -> Result<Grant<S>, CheckoutError> {
+    async fn wait(
+        &mut self,
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<Grant<S>, CheckoutError> {
         let mut deadline = deadline;
         loop {
             let rx = self.rx.as_mut().expect("receiver present while waiting");
@@ -598,13 +618,17 @@ impl<S: PooledServer> Lease<S> {
     /// The server connection.
     #[inline]
     pub fn server(&mut self) -> &mut S {
-        self.server.as_mut().expect("lease holds a server until dropped")
+        self.server
+            .as_mut()
+            .expect("lease holds a server until dropped")
     }
 
     /// The server connection (shared).
     #[inline]
     pub fn server_ref(&self) -> &S {
-        self.server.as_ref().expect("lease holds a server until dropped")
+        self.server
+            .as_ref()
+            .expect("lease holds a server until dropped")
     }
 }
 

@@ -348,7 +348,10 @@ impl<S: Aging> PoolState<S> {
         }
         self.active += 1;
         if let Some(s) = self.hand_to_waiter_counted(server) {
-            self.idle.push(Idle { server: s, since: now });
+            self.idle.push(Idle {
+                server: s,
+                since: now,
+            });
         }
     }
 
@@ -423,7 +426,10 @@ mod tests {
             panic!()
         };
         assert!(st.release(fake(7), true, now, LIFE).is_none());
-        assert!(matches!(rx1.try_recv(), Ok(Grant::Server(Fake { id: 7, .. }))));
+        assert!(matches!(
+            rx1.try_recv(),
+            Ok(Grant::Server(Fake { id: 7, .. }))
+        ));
         assert!(rx2.try_recv().is_err());
         assert_eq!(st.counts(now).active, 1);
         assert_eq!(st.counts(now).waiting, 1);

@@ -1,0 +1,109 @@
+//! Listening sockets and accept loops.
+//!
+//! Sockets are opened with socket2 (SO_REUSEADDR, a deep backlog) and
+//! handed to tokio. The accept loop stops when the proxy starts draining,
+//! backs off when the process runs out of file descriptors instead of
+//! spinning, and drops connections beyond a hard cap before reading a byte
+//! (the per-client limit with a protocol error is enforced at login).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::Shared;
+
+/// Opens a listening TCP socket on `addr` (`host:port`).
+pub async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let mut last_err = None;
+    for sa in tokio::net::lookup_host(addr).await? {
+        match bind_one(sa) {
+            Ok(l) => return Ok(l),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("{addr} resolves to no address"),
+        )
+    }))
+}
+
+fn bind_one(sa: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(sa),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&SockAddr::from(sa))?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Which front end an accept loop serves.
+#[derive(Debug, Clone, Copy)]
+pub enum Service {
+    /// PostgreSQL clients.
+    Postgres,
+}
+
+/// Accepts connections until the proxy drains.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, service: Service) {
+    let drain = shared.drain.clone();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = drain.cancelled() => break,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                backoff = Duration::from_millis(5);
+                spawn_connection(&shared, tcp, peer, service);
+            }
+            Err(e) if is_transient(&e) => {
+                tracing::debug!(error = %e, "accept failed; retrying");
+            }
+            Err(e) => {
+                // Out of file descriptors or memory: wait instead of spinning.
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    tracing::info!(service = ?service, "listener closed");
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+fn spawn_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr, service: Service) {
+    match service {
+        Service::Postgres => {
+            let cap = shared.config.load().pool.max_client_connections + 256;
+            if shared.clients.len() >= cap {
+                // Far beyond the limit: do not even read the startup packet.
+                drop(tcp);
+                return;
+            }
+            let shared2 = shared.clone();
+            shared
+                .tasks
+                .spawn(async move { crate::postgres::handle_client(shared2, tcp, peer).await });
+        }
+    }
+}

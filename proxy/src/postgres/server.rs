@@ -1,0 +1,430 @@
+//! Server connections: open, log in, and the state a pooled PostgreSQL
+//! connection carries between leases.
+//!
+//! A [`PgServer`] owns its socket and its read buffer (so bytes that arrive
+//! after a transaction ends stay with the server, not with the client that
+//! just used it), the parameters the server reported, and its cancel key.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sqlmux_protocol::postgres::auth::{ScramClient, ScramCredentials, md5_salted};
+use sqlmux_protocol::postgres::frame::{self, HEADER_LEN};
+use sqlmux_protocol::postgres::message::{self, AuthRequest};
+use tokio::net::TcpStream;
+
+use crate::auth::AuthUser;
+use crate::config::Secret;
+use crate::io::Stream;
+use crate::pool::{ConnectError, ConnectFuture, Connector, PooledServer, ServerInfo};
+use crate::postgres::params::ServerParams;
+
+/// A logged-in PostgreSQL server connection.
+pub struct PgServer {
+    /// The socket.
+    pub stream: Stream,
+    /// Bytes read from the server and not yet processed.
+    pub buf: BytesMut,
+    /// Reported parameters and applied settings.
+    pub params: ServerParams,
+    /// BackendKeyData: process id and secret, for cancel requests.
+    pub cancel_pid: i32,
+    /// BackendKeyData secret.
+    pub cancel_secret: Vec<u8>,
+    info: Arc<ServerInfo>,
+}
+
+impl std::fmt::Debug for PgServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgServer")
+            .field("id", &self.info.id)
+            .field("pid", &self.cancel_pid)
+            .finish()
+    }
+}
+
+impl PooledServer for PgServer {
+    fn info(&self) -> &Arc<ServerInfo> {
+        &self.info
+    }
+
+    fn is_usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return self.absorb_idle_messages();
+        }
+        // Readiness without a syscall: Pending means nothing arrived.
+        let mut cx = Context::from_waker(Waker::noop());
+        let tcp = self.stream.tcp();
+        match tcp.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut tmp = [0u8; 4096];
+                match tcp.try_read(&mut tmp) {
+                    Ok(0) => false,
+                    Ok(n) => {
+                        if self.stream.is_tls() {
+                            // Encrypted bytes cannot be inspected here.
+                            return false;
+                        }
+                        self.buf.extend_from_slice(&tmp[..n]);
+                        self.absorb_idle_messages()
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+}
+
+impl PgServer {
+    /// Handles what a server sent while idle in the pool: parameter changes
+    /// are recorded, notices dropped; an error (e.g. the server is shutting
+    /// down) or anything else makes the server unusable.
+    fn absorb_idle_messages(&mut self) -> bool {
+        loop {
+            match frame::complete_frame(&self.buf, 1 << 20) {
+                Ok(Some((h, body))) => {
+                    match h.tag {
+                        b'S' => {
+                            if let Some((k, v)) = message::decode_parameter_status(body) {
+                                let (k, v) = (k.to_owned(), v.to_owned());
+                                self.params.reported(&k, &v);
+                            }
+                        }
+                        b'N' => {}
+                        _ => return false,
+                    }
+                    let _ = self.buf.split_to(h.frame_len());
+                }
+                Ok(None) => return self.buf.is_empty(),
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // Say goodbye so the server logs a clean disconnect; best effort.
+        if let Stream::Plain(tcp) = &self.stream {
+            let _ = tcp.try_write(&[b'X', 0, 0, 0, 4]);
+        }
+    }
+}
+
+/// How sqlmux proves itself to the server.
+#[derive(Clone)]
+pub enum ServerLogin {
+    /// The `[[databases]]` entry's user and password.
+    Configured {
+        /// Server user.
+        user: String,
+        /// Its password, if any.
+        password: Option<Secret>,
+    },
+    /// The client's own user and secret from `[[users]]`.
+    ClientUser(Arc<AuthUser>),
+}
+
+impl ServerLogin {
+    /// The user name sent in the startup packet.
+    pub fn user(&self) -> &str {
+        match self {
+            ServerLogin::Configured { user, .. } => user,
+            ServerLogin::ClientUser(u) => &u.name,
+        }
+    }
+}
+
+/// Opens PostgreSQL server connections for one pool.
+pub struct PgConnector {
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Database name on the server.
+    pub dbname: String,
+    /// Credentials.
+    pub login: ServerLogin,
+    /// Limit for connect + login.
+    pub timeout: Duration,
+}
+
+impl Connector<PgServer> for PgConnector {
+    fn connect(&self, info: Arc<ServerInfo>) -> ConnectFuture<PgServer> {
+        let host = self.host.clone();
+        let port = self.port;
+        let dbname = self.dbname.clone();
+        let login = self.login.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let target = format!("{host}:{port}");
+            match tokio::time::timeout(timeout, connect(&host, port, &dbname, &login, info)).await {
+                Ok(r) => r,
+                Err(_) => Err(ConnectError {
+                    sqlstate: "08006",
+                    message: format!(
+                        "could not connect to server {target}: no answer within {} ms (general.server_connect_timeout)",
+                        timeout.as_millis()
+                    ),
+                }),
+            }
+        })
+    }
+}
+
+fn connect_error(target: &str, what: impl std::fmt::Display) -> ConnectError {
+    ConnectError {
+        sqlstate: "08006",
+        message: format!("could not connect to server {target}: {what}"),
+    }
+}
+
+async fn connect(
+    host: &str,
+    port: u16,
+    dbname: &str,
+    login: &ServerLogin,
+    info: Arc<ServerInfo>,
+) -> Result<PgServer, ConnectError> {
+    let target = format!("{host}:{port}");
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| connect_error(&target, e))?;
+    let _ = tcp.set_nodelay(true);
+    let sock = socket2::SockRef::from(&tcp);
+    let _ = sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(3),
+    );
+    *info.addr.lock().unwrap_or_else(|e| e.into_inner()) = tcp.peer_addr().ok();
+    *info.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = tcp.local_addr().ok();
+    let mut stream = Stream::Plain(tcp);
+
+    let user = login.user();
+    let mut out = BytesMut::with_capacity(256);
+    message::startup(&mut out, &[("user", user), ("database", dbname)]);
+    stream
+        .write_all_clear(&mut out)
+        .await
+        .map_err(|e| connect_error(&target, e))?;
+
+    let mut buf = BytesMut::with_capacity(crate::io::BUF_CAPACITY);
+    let mut scram: Option<ScramClient> = None;
+    let mut params = ServerParams::default();
+    let mut cancel_pid = 0;
+    let mut cancel_secret = Vec::new();
+    let login_failed = |code: &str, msg: &str| ConnectError {
+        sqlstate: if code.starts_with("28") {
+            "08004"
+        } else {
+            "08006"
+        },
+        message: format!(
+            "server login as user \"{user}\" to database \"{dbname}\" at {target} failed: {msg} (SQLSTATE {code})"
+        ),
+    };
+    loop {
+        let (tag, body) = loop {
+            match frame::complete_frame(&buf, 1 << 20) {
+                Ok(Some((h, body))) => break (h.tag, body.to_vec()),
+                Ok(None) => {}
+                Err(e) => return Err(connect_error(&target, e)),
+            }
+            let n = stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| connect_error(&target, e))?;
+            if n == 0 {
+                return Err(connect_error(
+                    &target,
+                    "the server closed the connection during login",
+                ));
+            }
+        };
+        let frame_len = HEADER_LEN + body.len();
+        let _ = buf.split_to(frame_len);
+        match tag {
+            b'R' => {
+                let req = message::decode_auth_request(&body)
+                    .ok_or_else(|| connect_error(&target, "malformed authentication request"))?;
+                match req {
+                    AuthRequest::Ok => {}
+                    AuthRequest::Cleartext => {
+                        let pw = plain_password(login).ok_or_else(|| {
+                            login_failed("28P01", "the server asks for a cleartext password but sqlmux only has a hash for this user; configure a plain password")
+                        })?;
+                        message::password(&mut out, pw.as_bytes());
+                    }
+                    AuthRequest::Md5(salt) => {
+                        let hash = md5_hash_for(login).ok_or_else(|| {
+                            login_failed("28P01", "the server asks for md5 but sqlmux has neither the password nor its md5 hash for this user")
+                        })?;
+                        message::password(&mut out, md5_salted(&hash, salt).as_bytes());
+                    }
+                    AuthRequest::Sasl(mechs) => {
+                        if !mechs.contains(&"SCRAM-SHA-256") {
+                            return Err(login_failed(
+                                "28000",
+                                &format!(
+                                    "the server offers only {mechs:?}; sqlmux supports SCRAM-SHA-256"
+                                ),
+                            ));
+                        }
+                        let creds = scram_credentials(login).ok_or_else(|| {
+                            login_failed("28P01", "the server requires SCRAM but sqlmux has no password for this user and has not yet seen the user log in with SCRAM; configure a plain password or a SCRAM verifier and let the client log in first")
+                        })?;
+                        let client = ScramClient::new(creds);
+                        message::sasl_initial_response(
+                            &mut out,
+                            "SCRAM-SHA-256",
+                            &client.client_first(),
+                        );
+                        scram = Some(client);
+                    }
+                    AuthRequest::SaslContinue(data) => {
+                        let client = scram
+                            .as_mut()
+                            .ok_or_else(|| connect_error(&target, "unexpected SASL continue"))?;
+                        let reply = client
+                            .server_first(data)
+                            .map_err(|e| login_failed("28P01", &e.to_string()))?;
+                        message::sasl_response(&mut out, &reply);
+                    }
+                    AuthRequest::SaslFinal(data) => {
+                        let client = scram
+                            .as_ref()
+                            .ok_or_else(|| connect_error(&target, "unexpected SASL final"))?;
+                        client
+                            .server_final(data)
+                            .map_err(|e| login_failed("28P01", &e.to_string()))?;
+                    }
+                    AuthRequest::Other(code) => {
+                        return Err(login_failed(
+                            "28000",
+                            &format!("authentication method {code} is not supported by sqlmux"),
+                        ));
+                    }
+                }
+                if !out.is_empty() {
+                    stream
+                        .write_all_clear(&mut out)
+                        .await
+                        .map_err(|e| connect_error(&target, e))?;
+                }
+            }
+            b'S' => {
+                if let Some((k, v)) = message::decode_parameter_status(&body) {
+                    params.defaults.set(k, v);
+                    params.reported(k, v);
+                }
+            }
+            b'K' => {
+                let (pid, secret) = message::decode_backend_key_data(&body)
+                    .ok_or_else(|| connect_error(&target, "malformed BackendKeyData"))?;
+                cancel_pid = pid;
+                cancel_secret = secret.to_vec();
+            }
+            b'N' | b'v' => {}
+            b'E' => {
+                let f = message::decode_error_fields(&body).unwrap_or_default();
+                return Err(login_failed(f.code, f.message));
+            }
+            b'Z' => break,
+            other => {
+                return Err(connect_error(
+                    &target,
+                    format!("unexpected message {:?} during login", other as char),
+                ));
+            }
+        }
+    }
+    info.remote_pid
+        .store(i64::from(cancel_pid), std::sync::atomic::Ordering::Relaxed);
+    *info.cancel_secret.lock().unwrap_or_else(|e| e.into_inner()) = cancel_secret.clone();
+    Ok(PgServer {
+        stream,
+        buf,
+        params,
+        cancel_pid,
+        cancel_secret,
+        info,
+    })
+}
+
+fn plain_password(login: &ServerLogin) -> Option<String> {
+    match login {
+        ServerLogin::Configured { password, .. } => password
+            .as_ref()
+            .filter(|p| !p.0.starts_with("md5") && !p.0.starts_with("SCRAM-SHA-256$"))
+            .map(|p| p.0.clone()),
+        ServerLogin::ClientUser(u) => u.plain().map(str::to_owned),
+    }
+}
+
+fn md5_hash_for(login: &ServerLogin) -> Option<String> {
+    match login {
+        ServerLogin::Configured { user, password } => {
+            let p = &password.as_ref()?.0;
+            if crate::auth::is_md5_hash(p) {
+                Some(p.clone())
+            } else if p.starts_with("SCRAM-SHA-256$") {
+                None
+            } else {
+                Some(sqlmux_protocol::postgres::auth::md5_hash(user, p))
+            }
+        }
+        ServerLogin::ClientUser(u) => u.md5().map(str::to_owned),
+    }
+}
+
+fn scram_credentials(login: &ServerLogin) -> Option<ScramCredentials> {
+    match login {
+        ServerLogin::Configured { password, .. } => {
+            let p = &password.as_ref()?.0;
+            if crate::auth::is_md5_hash(p) || p.starts_with("SCRAM-SHA-256$") {
+                None
+            } else {
+                Some(ScramCredentials::Password(p.clone()))
+            }
+        }
+        ServerLogin::ClientUser(u) => {
+            if let Some(p) = u.plain() {
+                return Some(ScramCredentials::Password(p.to_owned()));
+            }
+            let keys = u.learned_scram_keys()?;
+            Some(ScramCredentials::Keys {
+                client_key: keys.client_key,
+                server_key: keys.server_key,
+            })
+        }
+    }
+}
+
+/// Sends a CancelRequest for `pid`/`secret` to `host:port`.
+pub async fn send_cancel(
+    addr: std::net::SocketAddr,
+    pid: i32,
+    secret: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = TcpStream::connect(addr).await?;
+    let mut buf = BytesMut::with_capacity(16 + secret.len());
+    message::cancel_request(&mut buf, pid, secret);
+    tcp.write_all(&buf).await?;
+    tcp.shutdown().await?;
+    // The server closes the connection when it has processed the request.
+    let mut tmp = [0u8; 1];
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut tcp, &mut tmp),
+    )
+    .await;
+    Ok(())
+}

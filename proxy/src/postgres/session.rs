@@ -1,0 +1,1502 @@
+//! A logged-in PostgreSQL client: the transaction loop and the forwarding
+//! pump.
+//!
+//! Flow of one transaction:
+//! 1. Idle: no server. Wait for the client's next message (holding no
+//!    buffers while waiting, so idle clients cost little memory).
+//! 2. Checkout: the first message of a transaction borrows a server from
+//!    the pool (FIFO, `checkout_timeout`), and parameters the client set
+//!    are re-applied if the server differs ([`params::sync_sql`]).
+//! 3. Pump: bytes flow both ways. Frame headers are walked; only messages
+//!    that decide something are looked at (see [`tracker`]). Each
+//!    direction has a bounded output buffer: when it is full, sqlmux stops
+//!    reading the other side (backpressure, not buffering).
+//! 4. Boundary: ReadyForQuery `I` with nothing outstanding ends the
+//!    transaction; the lease is marked reusable and dropped, which returns
+//!    the server to the pool. A client that vanishes mid-transaction leaves
+//!    the lease unmarked, so the server is closed (PostgreSQL rolls back).
+//!
+//! In session mode, or when the client created state that cannot follow it
+//! to another server (LISTEN, advisory locks, temp tables, ...), the lease
+//! is kept until the client disconnects; the server is then reset with
+//! DISCARD ALL before it returns to the pool.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, BytesMut};
+use sqlmux_protocol::postgres::frame::{self, HEADER_LEN};
+use sqlmux_protocol::postgres::message::{self, Severity};
+use sqlmux_protocol::sql::{self, Analysis, Dialect, Effects, Fingerprint, Kind, Normalizer};
+
+use crate::Shared;
+use crate::client::{ClientInfo, ClientState, PinReason};
+use crate::config::{LeakAction, PoolMode};
+use crate::insight::{LeakId, LeakState, SessionInsight};
+use crate::io::{self, Stream};
+use crate::pool::{CheckoutError, Lease, PooledServer, unix_us};
+use crate::postgres::params::{self, ClientParams};
+use crate::postgres::pools::PgPoolEntry;
+use crate::postgres::server::PgServer;
+use crate::postgres::tracker::{Injected, Req, Tracker};
+use crate::stats::{LocalCounts, Stat};
+
+/// Output buffered for one side before sqlmux stops reading the other.
+const HIGH_WATER: usize = 64 * 1024;
+
+/// Why the pump stopped.
+#[derive(Debug)]
+enum PumpEnd {
+    /// ReadyForQuery `I` with nothing outstanding.
+    Boundary,
+    /// The client sent Terminate.
+    ClientTerminate,
+    /// The client connection closed or failed.
+    ClientGone,
+    /// The server connection closed or failed.
+    ServerGone(String),
+    /// The client or server broke the protocol.
+    Protocol { client_side: bool, message: String },
+    /// The transaction has been idle past the leak threshold.
+    LeakIdle,
+}
+
+/// Client statement names and portals, with the fingerprint each runs.
+#[derive(Debug, Default)]
+struct Statements {
+    unnamed: StmtInfo,
+    unnamed_portal: StmtInfo,
+    named: std::collections::HashMap<Box<[u8]>, StmtInfo>,
+    portals: std::collections::HashMap<Box<[u8]>, StmtInfo>,
+}
+
+/// What sqlmux remembers of a prepared statement or portal.
+#[derive(Debug, Clone, Copy, Default)]
+struct StmtInfo {
+    fp: Fingerprint,
+    /// BEGIN/COMMIT/ROLLBACK-like (ignored by the N+1 detector).
+    txn_control: bool,
+}
+
+/// A pending change to unreported session settings, applied when the
+/// transaction that made it commits.
+#[derive(Debug, Clone)]
+enum PendingSet {
+    Set { name: String, statement: String },
+    Reset { name: String },
+    ResetAll,
+}
+
+/// State of the leak timer for the current transaction.
+#[derive(Debug, Default)]
+struct LeakWatch {
+    /// When the transaction began (first message of the lease).
+    xact_started: Option<Instant>,
+    /// When the client last sent something or a response completed.
+    idle_since: Option<Instant>,
+    /// The timer is armed.
+    armed: bool,
+    /// An open leak event.
+    open: Option<LeakId>,
+    /// Last statement run in the transaction.
+    last_fp: Option<Fingerprint>,
+}
+
+/// One logged-in client session.
+pub(crate) struct Session {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) info: Arc<ClientInfo>,
+    pub(crate) client: Stream,
+    pub(crate) cin: BytesMut,
+    pub(crate) cout: BytesMut,
+    sout: BytesMut,
+    pub(crate) entry: Arc<PgPoolEntry>,
+    lease: Option<Lease<PgServer>>,
+    pub(crate) params: ClientParams,
+    q: Tracker,
+    max_msg: u32,
+    client_skip: usize,
+    server_skip: usize,
+    txn_status: u8,
+    pin: PinReason,
+    stmts: Statements,
+    norm: Normalizer,
+    insight_on: bool,
+    sess_insight: SessionInsight,
+    counts: LocalCounts,
+    now: Instant,
+    lease_started: Instant,
+    query_started: Option<Instant>,
+    last_done: Instant,
+    rollback_seen: bool,
+    pending_sets: Vec<PendingSet>,
+    leak: LeakWatch,
+    leak_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    leak_idle: Duration,
+    leak_action: LeakAction,
+    /// Set after a leaked transaction was rolled back: the client's next
+    /// request gets this error.
+    rolled_back_after: Option<Duration>,
+    /// Server state unknown (protocol desync): close instead of reuse.
+    server_dirty: bool,
+    /// A forwarded ReadyForQuery `I` answered everything sent so far.
+    ready_idle: bool,
+}
+
+impl Session {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        info: Arc<ClientInfo>,
+        client: Stream,
+        cin: BytesMut,
+        entry: Arc<PgPoolEntry>,
+        params: ClientParams,
+    ) -> Session {
+        let cfg = shared.config.load();
+        let (leak_idle, leak_action) = shared.insight.leak_settings();
+        let now = Instant::now();
+        Session {
+            insight_on: shared.insight.enabled(),
+            max_msg: cfg.general.max_message_size,
+            shared: shared.clone(),
+            info,
+            client,
+            cin,
+            cout: BytesMut::new(),
+            sout: BytesMut::new(),
+            entry,
+            lease: None,
+            params,
+            q: Tracker::default(),
+            client_skip: 0,
+            server_skip: 0,
+            txn_status: b'I',
+            pin: PinReason::None,
+            stmts: Statements::default(),
+            norm: Normalizer::new(),
+            sess_insight: SessionInsight::new(),
+            counts: LocalCounts::default(),
+            now,
+            lease_started: now,
+            query_started: None,
+            last_done: now,
+            rollback_seen: false,
+            pending_sets: Vec::new(),
+            leak: LeakWatch::default(),
+            leak_sleep: None,
+            leak_idle,
+            leak_action,
+            rolled_back_after: None,
+            server_dirty: false,
+            ready_idle: false,
+        }
+    }
+
+    fn hold_lease(&self) -> bool {
+        self.pin != PinReason::None
+    }
+
+    /// Sends an error to the client and flushes (best effort).
+    pub(crate) async fn send_error(
+        &mut self,
+        severity: Severity,
+        code: &str,
+        msg: &str,
+        hint: Option<&str>,
+    ) {
+        message::error_response(&mut self.cout, severity, code, msg, None, hint);
+        let _ = self.client.write_all_clear(&mut self.cout).await;
+    }
+
+    /// Runs the session until the client leaves. Returns when done; errors
+    /// have already been reported to the client.
+    pub(crate) async fn run(&mut self) {
+        if self.entry.pool.mode() == PoolMode::Session {
+            self.pin = PinReason::SessionMode;
+            self.info.set_pin(PinReason::SessionMode);
+        }
+        let end = self.transaction_loop().await;
+        self.finish(end).await;
+    }
+
+    async fn transaction_loop(&mut self) -> PumpEnd {
+        loop {
+            // ---- Idle: flush what is pending, then wait for a request.
+            if !self.cout.is_empty() {
+                self.counts.add(Stat::BytesSent, self.cout.len() as u64);
+                if self.client.write_all_clear(&mut self.cout).await.is_err() {
+                    return PumpEnd::ClientGone;
+                }
+            }
+            if self.lease.is_none() {
+                match self.wait_for_request().await {
+                    Ok(true) => {}
+                    Ok(false) => return PumpEnd::ClientGone,
+                    Err(end) => return end,
+                }
+                // Answer what needs no server.
+                match self.answer_locally() {
+                    Local::Handled => continue,
+                    Local::Terminate => return PumpEnd::ClientTerminate,
+                    Local::Forward => {}
+                }
+                if self.rolled_back_after.is_some() {
+                    self.reject_after_rollback();
+                    continue;
+                }
+                if let Err(e) = self.checkout().await {
+                    let (code, msg) = match &e {
+                        CheckoutError::Timeout { .. } => ("53300", e.to_string()),
+                        CheckoutError::Connect(c) => (c.sqlstate, c.message.clone()),
+                        CheckoutError::Closed(_) => (
+                            "57P01",
+                            format!(
+                                "{e}: sqlmux is shutting down or the database was removed from the configuration"
+                            ),
+                        ),
+                    };
+                    self.send_error(Severity::Fatal, code, &msg, None).await;
+                    return PumpEnd::ClientGone;
+                }
+            }
+            // ---- Leased: pump until a boundary or an end.
+            let end = poll_fn(|cx| self.poll_pump(cx)).await;
+            match end {
+                PumpEnd::Boundary => {
+                    self.on_boundary();
+                    if !self.hold_lease() {
+                        self.release(true);
+                    } else if self.shared.drain.is_cancelled() {
+                        // Shutting down: end pinned sessions at their boundary.
+                        self.send_error(
+                            Severity::Fatal,
+                            "57P01",
+                            "terminating connection: sqlmux is shutting down",
+                            Some("reconnect to another sqlmux instance"),
+                        )
+                        .await;
+                        return PumpEnd::ClientGone;
+                    }
+                }
+                PumpEnd::LeakIdle => {
+                    if let Some(end) = self.on_leak_idle().await {
+                        return end;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until `cin` holds at least one complete frame. Ok(false) when
+    /// the client closed; Err when the proxy is shutting down.
+    async fn wait_for_request(&mut self) -> Result<bool, PumpEnd> {
+        loop {
+            match frame::peek_header(&self.cin, self.max_msg) {
+                Ok(Some(h)) if self.cin.len() >= h.frame_len() => return Ok(true),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(PumpEnd::Protocol {
+                        client_side: true,
+                        message: e.to_string(),
+                    });
+                }
+            }
+            // Idle without pending bytes: hold no buffers while waiting.
+            let plain = matches!(self.client, Stream::Plain(_));
+            if plain && self.cin.is_empty() {
+                io::recycle_buf(&mut self.cin);
+                io::recycle_buf(&mut self.cout);
+                io::recycle_buf(&mut self.sout);
+                let drain = self.shared.drain.clone();
+                tokio::select! {
+                    r = self.client.tcp().readable() => {
+                        if r.is_err() {
+                            return Ok(false);
+                        }
+                    }
+                    _ = drain.cancelled() => {
+                        self.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux is shutting down", Some("reconnect to another sqlmux instance")).await;
+                        return Err(PumpEnd::ClientGone);
+                    }
+                }
+                if self.cin.capacity() == 0 {
+                    self.cin = io::take_buf();
+                }
+            }
+            let drain = self.shared.drain.clone();
+            let n = tokio::select! {
+                r = self.client.read_buf(&mut self.cin) => r,
+                _ = drain.cancelled(), if self.cin.is_empty() => {
+                    self.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux is shutting down", Some("reconnect to another sqlmux instance")).await;
+                    return Err(PumpEnd::ClientGone);
+                }
+            };
+            match n {
+                Ok(0) | Err(_) => return Ok(false),
+                Ok(n) => self.counts.add(Stat::BytesReceived, n as u64),
+            }
+        }
+    }
+
+    /// Handles a request that needs no server: Terminate, a lone Sync or
+    /// Flush outside a transaction.
+    fn answer_locally(&mut self) -> Local {
+        let tag = self.cin[0];
+        match tag {
+            b'X' => Local::Terminate,
+            b'S' if self.q.is_empty() => {
+                self.cin.advance(5);
+                message::ready_for_query(&mut self.cout, b'I');
+                Local::Handled
+            }
+            b'H' => {
+                self.cin.advance(5);
+                Local::Handled
+            }
+            _ => Local::Forward,
+        }
+    }
+
+    /// After a leaked transaction was rolled back: answers the client's
+    /// next request (up to its Sync or the Query) with an error.
+    fn reject_after_rollback(&mut self) {
+        let idle = self.rolled_back_after.take().unwrap_or_default();
+        // Consume messages up to and including the first Query or Sync.
+        loop {
+            let Ok(Some(h)) = frame::peek_header(&self.cin, self.max_msg) else {
+                break;
+            };
+            if self.cin.len() < h.frame_len() {
+                break;
+            }
+            self.cin.advance(h.frame_len());
+            if h.tag == b'Q' || h.tag == b'S' {
+                break;
+            }
+        }
+        let msg = format!(
+            "your transaction was rolled back by sqlmux after {:.1} s idle inside it (insight.leaked_transaction.idle = {})",
+            idle.as_secs_f64(),
+            humantime::format_duration(self.leak_idle)
+        );
+        message::error_response(
+            &mut self.cout,
+            Severity::Error,
+            "25P03",
+            &msg,
+            None,
+            Some("commit or roll back transactions promptly; start a new transaction"),
+        );
+        message::ready_for_query(&mut self.cout, b'I');
+    }
+
+    /// Borrows a server and prepares it for this client.
+    async fn checkout(&mut self) -> Result<(), CheckoutError> {
+        if self.entry.pool.is_retired() {
+            self.rebind_pool();
+        }
+        let t0 = Instant::now();
+        self.info
+            .set_state(ClientState::Waiting, unix_us(SystemTime::now()));
+        let drain = self.shared.drain.clone();
+        let pool = self.entry.pool.clone();
+        let lease = tokio::select! {
+            l = pool.checkout(self.info.id) => l?,
+            _ = drain.cancelled() => return Err(CheckoutError::Closed(self.entry.db.name.clone())),
+        };
+        let now = Instant::now();
+        let wait_us = now.duration_since(t0).as_micros() as u64;
+        self.counts.add(Stat::WaitTimeUs, wait_us);
+        self.counts.add(Stat::ServerAssignments, 1);
+        if self.insight_on {
+            self.shared
+                .insight
+                .record_checkout_wait(self.entry.tag, wait_us);
+        }
+        self.info.set_link(lease.server_ref().info().id);
+        self.info
+            .set_state(ClientState::Active, unix_us(SystemTime::now()));
+        self.lease = Some(lease);
+        self.lease_started = now;
+        self.now = now;
+        self.last_done = now;
+        self.leak = LeakWatch {
+            xact_started: Some(now),
+            ..LeakWatch::default()
+        };
+        if self.sout.capacity() == 0 {
+            self.sout = io::take_buf();
+        }
+        if self.cout.capacity() == 0 {
+            self.cout = io::take_buf();
+        }
+        // Re-apply this client's parameters if the server differs.
+        let server = self.lease.as_mut().expect("just leased").server();
+        if let Some(sql) = params::sync_sql(self.info.id, &self.params, &server.params) {
+            message::query(&mut self.sout, &sql);
+            self.q.push(Req::Injected(Injected::Params));
+        }
+        Ok(())
+    }
+
+    /// The pool was retired by RELOAD: move to its replacement.
+    fn rebind_pool(&mut self) {
+        let cfg = self.shared.config.load();
+        let users = self.shared.users.load();
+        let Some(db) = cfg.database(&self.entry.db.name) else {
+            return;
+        };
+        let Some(login) = crate::postgres::pools::server_login(db, &users, &self.info.user())
+        else {
+            return;
+        };
+        let entry = self
+            .shared
+            .pg_pools
+            .get_or_create(&cfg, &self.shared.insight, db, login);
+        entry.pool.clients.fetch_add(1, Ordering::Relaxed);
+        self.entry.pool.clients.fetch_sub(1, Ordering::Relaxed);
+        self.entry = entry;
+    }
+
+    /// Returns the server (clean when `clean` and the state allows it).
+    fn release(&mut self, clean: bool) {
+        let Some(mut lease) = self.lease.take() else {
+            return;
+        };
+        let reusable = clean
+            && !self.server_dirty
+            && self.q.is_empty()
+            && self.txn_status == b'I'
+            && self.sout.is_empty()
+            && self.client_skip == 0
+            && self.server_skip == 0;
+        if reusable {
+            let server = lease.server();
+            params::mark_synced(self.info.id, &self.params, &mut server.params);
+        }
+        lease.set_reusable(reusable);
+        let xact_us = self
+            .now
+            .saturating_duration_since(self.lease_started)
+            .as_micros() as u64;
+        self.counts.add(Stat::XactTimeUs, xact_us);
+        self.counts.add(Stat::Xacts, 1);
+        if self.insight_on {
+            self.shared
+                .insight
+                .record_transaction(self.entry.tag, xact_us);
+        }
+        drop(lease);
+        self.q.clear();
+        self.server_dirty = false;
+        self.server_skip = 0;
+        self.leak.armed = false;
+        self.info.set_link(0);
+        self.info
+            .set_state(ClientState::Idle, unix_us(SystemTime::now()));
+        self.entry.pool.stats.add_all(&self.counts);
+        self.counts.clear();
+    }
+
+    /// A transaction ended (ReadyForQuery `I`, nothing outstanding).
+    fn on_boundary(&mut self) {
+        self.ready_idle = false;
+        if let Some(id) = self.leak.open.take() {
+            self.shared.insight.leak_close(id, LeakState::Finished);
+        }
+        self.leak.armed = false;
+        self.leak.xact_started = None;
+        // Settings changed by committed statements now belong to the client.
+        let pending = std::mem::take(&mut self.pending_sets);
+        if !self.rollback_seen {
+            let server = self.lease.as_mut().map(|l| l.server());
+            apply_pending(&mut self.params, pending, server);
+        }
+        self.rollback_seen = false;
+        if self.hold_lease() {
+            // Still leased: flush counters per transaction anyway.
+            let xact_us = self
+                .now
+                .saturating_duration_since(self.lease_started)
+                .as_micros() as u64;
+            self.counts.add(Stat::XactTimeUs, xact_us);
+            self.counts.add(Stat::Xacts, 1);
+            self.entry.pool.stats.add_all(&self.counts);
+            self.counts.clear();
+            self.lease_started = self.now;
+        }
+    }
+}
+
+/// Applies committed setting changes to the client's wanted state and to
+/// the server that ran them.
+fn apply_pending(
+    params: &mut ClientParams,
+    pending: Vec<PendingSet>,
+    mut server: Option<&mut PgServer>,
+) {
+    {
+        for p in pending {
+            match p {
+                PendingSet::Set { name, statement } => {
+                    params.set_setting(&name, &statement);
+                    if let Some(s) = server.as_deref_mut() {
+                        s.params.settings.set(&name, &statement);
+                        s.params.version += 1;
+                    }
+                }
+                PendingSet::Reset { name } => {
+                    params.reset_setting(&name);
+                    if let Some(s) = server.as_deref_mut()
+                        && s.params.settings.remove_ignore_case(&name)
+                    {
+                        s.params.version += 1;
+                    }
+                }
+                PendingSet::ResetAll => {
+                    params.reset_all();
+                    if let Some(s) = server.as_deref_mut() {
+                        s.params.settings.clear();
+                        s.params.version += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    /// The leak timer fired: the client holds a transaction and is idle.
+    async fn on_leak_idle(&mut self) -> Option<PumpEnd> {
+        let idle_since = self.leak.idle_since.unwrap_or(self.now);
+        let xact_started = self.leak.xact_started.unwrap_or(self.lease_started);
+        self.leak.armed = false;
+        if self.leak.open.is_none() {
+            tracing::warn!(
+                client.addr = %self.info.addr,
+                database = %self.entry.db.name,
+                user = %self.entry.pool.key.user,
+                idle_s = idle_since.elapsed().as_secs_f64(),
+                action = self.leak_action.as_str(),
+                "transaction left open and idle"
+            );
+            let id = self.shared.insight.leak_open(
+                &self.info,
+                xact_started,
+                idle_since,
+                self.leak.last_fp,
+            );
+            self.leak.open = Some(id);
+        }
+        if self.leak_action == LeakAction::Warn {
+            return None;
+        }
+        // Roll back and give the server back.
+        let idle = idle_since.elapsed();
+        let Some(lease) = self.lease.as_mut() else {
+            return None;
+        };
+        let server = lease.server();
+        let ok = rollback_server(server, self.max_msg).await;
+        if let Some(id) = self.leak.open.take() {
+            self.shared.insight.leak_close(id, LeakState::RolledBack);
+        }
+        self.txn_status = b'I';
+        self.pending_sets.clear();
+        self.rollback_seen = false;
+        self.now = Instant::now();
+        self.release(ok);
+        self.rolled_back_after = Some(idle);
+        None
+    }
+
+    /// Cleans up when the session ends.
+    async fn finish(&mut self, end: PumpEnd) {
+        match &end {
+            PumpEnd::ServerGone(msg) => {
+                let m = format!("server connection lost: {msg}");
+                self.send_error(
+                    Severity::Fatal,
+                    "08006",
+                    &m,
+                    Some("the server closed the connection or failed; reconnect"),
+                )
+                .await;
+            }
+            PumpEnd::Protocol {
+                client_side,
+                message,
+            } => {
+                let m = if *client_side {
+                    format!("protocol violation: {message}")
+                } else {
+                    format!("protocol violation by the server: {message}")
+                };
+                self.send_error(Severity::Fatal, "08P01", &m, None).await;
+            }
+            _ => {}
+        }
+        if !self.cout.is_empty() {
+            let _ = self.client.write_all_clear(&mut self.cout).await;
+        }
+        self.sess_insight.finish(&self.shared.insight);
+        if self.lease.is_some() {
+            let clean_exit = matches!(
+                end,
+                PumpEnd::ClientTerminate | PumpEnd::ClientGone | PumpEnd::Boundary
+            );
+            let idle_clean = self.q.is_empty() && self.txn_status == b'I' && self.sout.is_empty();
+            if !idle_clean
+                && self.leak.xact_started.is_some()
+                && matches!(end, PumpEnd::ClientTerminate | PumpEnd::ClientGone)
+            {
+                let idle_since = self.leak.idle_since.unwrap_or(self.now);
+                let xact_started = self.leak.xact_started.unwrap_or(self.lease_started);
+                match self.leak.open.take() {
+                    Some(id) => self.shared.insight.leak_close(id, LeakState::Abandoned),
+                    None => self.shared.insight.leak_abandoned(
+                        &self.info,
+                        xact_started,
+                        idle_since,
+                        self.leak.last_fp,
+                    ),
+                }
+            }
+            let mut reusable = clean_exit && idle_clean && !self.server_dirty;
+            if reusable && self.pin != PinReason::None {
+                // Session state must not leak to the next client.
+                let lease = self.lease.as_mut().expect("checked");
+                reusable = reset_server(lease.server(), self.max_msg).await;
+            }
+            self.release(reusable);
+        }
+        if let Some(id) = self.leak.open.take() {
+            self.shared.insight.leak_close(id, LeakState::Abandoned);
+        }
+        if !self.counts.is_empty() {
+            self.entry.pool.stats.add_all(&self.counts);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // The pump
+
+    fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<PumpEnd> {
+        loop {
+            let mut progress = false;
+
+            // Client output.
+            if !self.cout.is_empty() {
+                let before = self.cout.len();
+                match self.client.poll_write_buf(cx, &mut self.cout) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(PumpEnd::ClientGone),
+                    Poll::Pending => {}
+                }
+                let written = before - self.cout.len();
+                self.counts.add(Stat::BytesSent, written as u64);
+            }
+
+            // Server output.
+            let lease = self.lease.as_mut().expect("pump runs leased");
+            if !self.sout.is_empty() {
+                match lease.server().stream.poll_write_buf(cx, &mut self.sout) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(PumpEnd::ServerGone(e.to_string())),
+                    Poll::Pending => {}
+                }
+            }
+
+            // Server input -> client output.
+            if self.cout.len() < HIGH_WATER {
+                let mut sbuf =
+                    std::mem::take(&mut self.lease.as_mut().expect("leased").server().buf);
+                let r = self.process_server(&mut sbuf);
+                let server = self.lease.as_mut().expect("leased").server();
+                server.buf = sbuf;
+                match r {
+                    Ok(true) => progress = true,
+                    Ok(false) => {}
+                    Err(end) => return Poll::Ready(end),
+                }
+                if self.at_boundary() {
+                    return Poll::Ready(PumpEnd::Boundary);
+                }
+                if self.cout.len() < HIGH_WATER && self.server_needs_bytes() {
+                    let server = self.lease.as_mut().expect("leased").server();
+                    match server.stream.poll_read_buf(cx, &mut server.buf) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(PumpEnd::ServerGone(
+                                "the server closed the connection".into(),
+                            ));
+                        }
+                        Poll::Ready(Ok(_)) => {
+                            self.now = Instant::now();
+                            progress = true;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(PumpEnd::ServerGone(e.to_string()));
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+            }
+
+            // Client input -> server output.
+            if self.sout.len() < HIGH_WATER {
+                match self.process_client() {
+                    Ok(true) => progress = true,
+                    Ok(false) => {}
+                    Err(end) => return Poll::Ready(end),
+                }
+                if self.sout.len() < HIGH_WATER && self.client_needs_bytes() {
+                    match self.client.poll_read_buf(cx, &mut self.cin) {
+                        Poll::Ready(Ok(0)) => return Poll::Ready(PumpEnd::ClientGone),
+                        Poll::Ready(Ok(n)) => {
+                            self.now = Instant::now();
+                            self.counts.add(Stat::BytesReceived, n as u64);
+                            progress = true;
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(PumpEnd::ClientGone),
+                        Poll::Pending => {}
+                    }
+                }
+            }
+
+            // Idle inside a transaction?
+            if self.leak.armed {
+                let idle = self.idle_in_transaction();
+                let idle_since = self.leak.idle_since.unwrap_or(self.now);
+                let due = idle_since + self.leak_idle;
+                if let Some(sleep) = self.leak_sleep.as_mut()
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    let now = Instant::now();
+                    if now >= due && idle {
+                        return Poll::Ready(PumpEnd::LeakIdle);
+                    }
+                    if idle {
+                        sleep
+                            .as_mut()
+                            .reset(due.max(now + Duration::from_millis(1)).into());
+                        continue;
+                    }
+                    self.leak.armed = false;
+                }
+            }
+
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.ready_idle
+            && self.q.is_empty()
+            && self.sout.is_empty()
+            && self.client_skip == 0
+            && self.server_skip == 0
+    }
+
+    fn idle_in_transaction(&self) -> bool {
+        self.txn_status != b'I' && self.q.is_empty() && self.sout.is_empty() && !self.q.copy_in
+    }
+
+    fn server_needs_bytes(&mut self) -> bool {
+        if self.server_skip > 0 {
+            return true;
+        }
+        let buf = &self.lease.as_mut().expect("leased").server().buf;
+        match frame::peek_header(buf, self.max_msg) {
+            Ok(Some(h)) => buf.len() < h.frame_len(),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    fn client_needs_bytes(&self) -> bool {
+        if self.client_skip > 0 {
+            return true;
+        }
+        match frame::peek_header(&self.cin, self.max_msg) {
+            Ok(Some(h)) => self.cin.len() < h.frame_len(),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Arms the leak timer when the transaction goes idle.
+    fn arm_leak_timer(&mut self) {
+        self.leak.idle_since = Some(self.now);
+        if self.leak.armed {
+            return;
+        }
+        self.leak.armed = true;
+        let due = self.now + self.leak_idle;
+        match self.leak_sleep.as_mut() {
+            Some(s) => {
+                if s.deadline() > due.into() || s.is_elapsed() {
+                    s.as_mut().reset(due.into());
+                }
+            }
+            None => self.leak_sleep = Some(Box::pin(tokio::time::sleep_until(due.into()))),
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Client -> server
+
+    /// Moves complete client frames into `sout`. Ok(true) if anything moved.
+    fn process_client(&mut self) -> Result<bool, PumpEnd> {
+        let mut moved = false;
+        while self.sout.len() < HIGH_WATER {
+            if self.client_skip > 0 {
+                if self.cin.is_empty() {
+                    break;
+                }
+                let n = self.client_skip.min(self.cin.len());
+                self.sout.extend_from_slice(&self.cin[..n]);
+                self.cin.advance(n);
+                self.client_skip -= n;
+                moved = true;
+                continue;
+            }
+            let h = match frame::peek_header(&self.cin, self.max_msg) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(PumpEnd::Protocol {
+                        client_side: true,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            let len = h.frame_len();
+            if self.cin.len() < len {
+                if h.tag == b'd' {
+                    // Stream large CopyData through.
+                    let n = self.cin.len();
+                    self.sout.extend_from_slice(&self.cin[..n]);
+                    self.cin.advance(n);
+                    self.client_skip = len - n;
+                    moved = true;
+                    continue;
+                }
+                if self.cin.capacity() < len {
+                    self.cin.reserve(len - self.cin.len());
+                }
+                break;
+            }
+            moved = true;
+            if self.leak.open.is_some()
+                && let Some(id) = self.leak.open.take()
+            {
+                self.shared.insight.leak_close(id, LeakState::Finished);
+            }
+            self.leak.armed = false;
+            let cin = std::mem::take(&mut self.cin);
+            let r = self.on_client_message(h.tag, &cin[..len]);
+            self.cin = cin;
+            if r? {
+                self.sout.extend_from_slice(&self.cin[..len]);
+            }
+            self.cin.advance(len);
+            if h.tag == b'X' {
+                return Err(PumpEnd::ClientTerminate);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Looks at one complete client message (the whole frame). Returns
+    /// whether to forward it.
+    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Result<bool, PumpEnd> {
+        let len = frame.len();
+        let now = self.now;
+        self.ready_idle = false;
+        if self.query_started.is_none() && !matches!(tag, b'X' | b'H' | b'd' | b'c' | b'f') {
+            self.query_started = Some(now);
+        }
+        match tag {
+            b'Q' => {
+                let body = &frame[HEADER_LEN..len];
+                let sql = message::decode_query(body)
+                    .ok_or_else(|| bad_client("malformed Query message"))?;
+                let a = self.analyze(sql);
+                self.after_analysis(&a, sql, true);
+                self.q.push(Req::Query {
+                    fp: a.fingerprint,
+                    sent: now,
+                    rows: 0,
+                    error: false,
+                });
+            }
+            b'P' => {
+                let body = &frame[HEADER_LEN..len];
+                let p = message::decode_parse(body)
+                    .ok_or_else(|| bad_client("malformed Parse message"))?;
+                let a = self.analyze(p.query);
+                let (name, query) = (p.name.to_vec(), p.query.to_vec());
+                self.after_analysis(&a, &query, false);
+                let info = StmtInfo {
+                    fp: a.fingerprint,
+                    txn_control: is_txn_control(&a),
+                };
+                if name.is_empty() {
+                    self.stmts.unnamed = info;
+                } else {
+                    self.stmts.named.insert(name.into_boxed_slice(), info);
+                    self.counts.add(Stat::ClientParses, 1);
+                    self.counts.add(Stat::ServerParses, 1);
+                }
+                self.q.push(Req::Parse { synthetic: false });
+            }
+            b'B' => {
+                let body = &frame[HEADER_LEN..len];
+                let (portal, stmt, _) = message::decode_bind_names(body)
+                    .ok_or_else(|| bad_client("malformed Bind message"))?;
+                let info = if stmt.is_empty() {
+                    self.stmts.unnamed
+                } else {
+                    self.stmts.named.get(stmt).copied().unwrap_or_default()
+                };
+                if portal.is_empty() {
+                    self.stmts.unnamed_portal = info;
+                } else {
+                    self.stmts.portals.insert(portal.into(), info);
+                }
+                self.counts.add(Stat::Binds, 1);
+                self.q.push(Req::Bind);
+            }
+            b'E' => {
+                let body = &frame[HEADER_LEN..len];
+                let (portal, _) = message::decode_execute(body)
+                    .ok_or_else(|| bad_client("malformed Execute message"))?;
+                let info = if portal.is_empty() {
+                    self.stmts.unnamed_portal
+                } else {
+                    self.stmts.portals.get(portal).copied().unwrap_or_default()
+                };
+                let fp = info.fp;
+                if self.insight_on {
+                    self.sess_insight.observe(
+                        &self.shared.insight,
+                        &self.info,
+                        fp,
+                        info.txn_control,
+                        now,
+                    );
+                }
+                self.leak.last_fp = Some(fp);
+                self.q.push(Req::Execute { fp, sent: now });
+            }
+            b'D' => {
+                let body = &frame[HEADER_LEN..len];
+                message::decode_target(body)
+                    .ok_or_else(|| bad_client("malformed Describe message"))?;
+                self.q.push(Req::Describe);
+            }
+            b'C' => {
+                let body = &frame[HEADER_LEN..len];
+                let (kind, name) = message::decode_target(body)
+                    .ok_or_else(|| bad_client("malformed Close message"))?;
+                if kind == b'S' {
+                    self.stmts.named.remove(name);
+                } else {
+                    self.stmts.portals.remove(name);
+                }
+                self.q.push(Req::Close { synthetic: false });
+            }
+            b'S' => {
+                if !self.q.copy_in_extended {
+                    self.q.push(Req::Sync);
+                }
+            }
+            b'H' | b'd' => {}
+            b'c' | b'f' => self.q.leave_copy_in(),
+            b'F' => self.q.push(Req::Function),
+            b'X' => return Ok(false),
+            other => {
+                return Err(bad_client(&format!(
+                    "unexpected message type {:?} from the client",
+                    other as char
+                )));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Normalizes a statement (for its fingerprint and effects).
+    fn analyze(&mut self, sql: &[u8]) -> Analysis {
+        let a = self.norm.normalize(sql, Dialect::Postgres);
+        if self.insight_on {
+            self.shared
+                .insight
+                .note_text(a.fingerprint, self.norm.text());
+        }
+        a
+    }
+
+    /// Session-state bookkeeping for a statement about to be forwarded.
+    fn after_analysis(&mut self, a: &Analysis, sql: &[u8], executes_now: bool) {
+        let e = a.effects;
+        if executes_now {
+            self.leak.last_fp = Some(a.fingerprint);
+            if self.insight_on {
+                self.sess_insight.observe(
+                    &self.shared.insight,
+                    &self.info,
+                    a.fingerprint,
+                    is_txn_control(a),
+                    self.now,
+                );
+            }
+        }
+        if e.0 == 0 {
+            return;
+        }
+        if e.any(Effects::SET | Effects::RESET) {
+            let reported = self
+                .lease
+                .as_mut()
+                .map(|l| l.server().params.current.clone())
+                .unwrap_or_default();
+            for cmd in sql::set_commands(sql, Dialect::Postgres) {
+                if cmd.local || reported.get_ignore_case(&cmd.name).is_some() {
+                    continue;
+                }
+                match cmd.value {
+                    Some(v) => self.pending_sets.push(PendingSet::Set {
+                        statement: format!("SET {} TO {}", params::quote_ident(&cmd.name), v),
+                        name: cmd.name,
+                    }),
+                    None => self.pending_sets.push(PendingSet::Reset { name: cmd.name }),
+                }
+            }
+        }
+        if e.any(Effects::RESET_ALL | Effects::DISCARD_ALL) {
+            self.pending_sets.push(PendingSet::ResetAll);
+        }
+        let pin = if e.any(Effects::LISTEN) {
+            PinReason::Listen
+        } else if e.any(Effects::ADVISORY_LOCK) {
+            PinReason::AdvisoryLock
+        } else if e.any(Effects::TEMP_TABLE) {
+            PinReason::TempTable
+        } else if e.any(Effects::PREPARE) {
+            PinReason::SqlPrepare
+        } else if e.any(Effects::WITH_HOLD) {
+            PinReason::HoldCursor
+        } else if e.any(Effects::LOAD) {
+            PinReason::Other
+        } else {
+            PinReason::None
+        };
+        if pin != PinReason::None && self.pin == PinReason::None {
+            tracing::debug!(client.addr = %self.info.addr, reason = pin.as_str(), "client pinned to its server");
+            self.pin = pin;
+            self.info.set_pin(pin);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Server -> client
+
+    /// Moves complete server frames from `sbuf` into `cout`. Ok(true) if
+    /// anything was consumed.
+    fn process_server(&mut self, sbuf: &mut BytesMut) -> Result<bool, PumpEnd> {
+        let mut moved = false;
+        while self.cout.len() < HIGH_WATER {
+            if self.server_skip > 0 {
+                if sbuf.is_empty() {
+                    break;
+                }
+                let n = self.server_skip.min(sbuf.len());
+                self.cout.extend_from_slice(&sbuf[..n]);
+                sbuf.advance(n);
+                self.server_skip -= n;
+                moved = true;
+                continue;
+            }
+            let h = match frame::peek_header(sbuf, self.max_msg) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    self.server_dirty = true;
+                    return Err(PumpEnd::Protocol {
+                        client_side: false,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            let len = h.frame_len();
+            if sbuf.len() < len {
+                if matches!(h.tag, b'D' | b'd') && !self.swallowing() {
+                    // Stream large rows and copy data through.
+                    let n = sbuf.len();
+                    self.cout.extend_from_slice(&sbuf[..n]);
+                    sbuf.advance(n);
+                    self.server_skip = len - n;
+                    moved = true;
+                    continue;
+                }
+                if sbuf.capacity() < len {
+                    sbuf.reserve(len - sbuf.len());
+                }
+                break;
+            }
+            moved = true;
+            let forward = self.on_server_message(h.tag, &sbuf[HEADER_LEN..len])?;
+            if forward {
+                self.cout.extend_from_slice(&sbuf[..len]);
+            }
+            sbuf.advance(len);
+        }
+        Ok(moved)
+    }
+
+    fn swallowing(&self) -> bool {
+        matches!(self.q.front(), Some(Req::Injected(_)))
+    }
+
+    /// Looks at one complete server message. Returns whether to forward it.
+    fn on_server_message(&mut self, tag: u8, body: &[u8]) -> Result<bool, PumpEnd> {
+        let now = self.now;
+        let swallow = self.swallowing();
+        match tag {
+            b'Z' => {
+                let status = *body
+                    .first()
+                    .ok_or_else(|| bad_server("empty ReadyForQuery"))?;
+                let mut forward = true;
+                loop {
+                    match self.q.pop() {
+                        Some(Req::Query {
+                            fp,
+                            sent,
+                            rows,
+                            error,
+                        }) => {
+                            self.finish_statement(fp, sent, rows, error, now);
+                            self.finish_query(now);
+                            break;
+                        }
+                        Some(Req::Sync) | Some(Req::Function) => {
+                            self.finish_query(now);
+                            break;
+                        }
+                        Some(Req::Injected(kind)) => {
+                            forward = false;
+                            if kind == Injected::Params {
+                                let server = self.lease.as_mut().expect("leased").server();
+                                params::mark_synced(self.info.id, &self.params, &mut server.params);
+                            }
+                            break;
+                        }
+                        Some(_) => continue,
+                        None => {
+                            // A ReadyForQuery nobody asked for: state unknown.
+                            self.server_dirty = true;
+                            break;
+                        }
+                    }
+                }
+                if forward {
+                    self.txn_status = status;
+                }
+                if self.q.is_empty() && forward {
+                    if status == b'I' {
+                        self.query_started = None;
+                        self.ready_idle = true;
+                    } else {
+                        self.arm_leak_timer();
+                    }
+                }
+                Ok(forward)
+            }
+            b'C' | b'I' | b's' => {
+                let rows = if tag == b'C' {
+                    message::command_complete_rows(body).unwrap_or(0)
+                } else {
+                    0
+                };
+                if tag == b'C' && message::command_complete_command(body) == b"ROLLBACK" {
+                    self.rollback_seen = true;
+                }
+                match self.q.front_mut() {
+                    Some(Req::Execute { .. }) => {
+                        if let Some(Req::Execute { fp, sent }) = self.q.pop() {
+                            self.finish_statement(fp, sent, rows, false, now);
+                        }
+                    }
+                    Some(Req::Query { rows: r, .. }) => *r += rows,
+                    _ => {}
+                }
+                Ok(!swallow)
+            }
+            b'E' => {
+                let fields = message::decode_error_fields(body).unwrap_or_default();
+                if fields.severity == "FATAL" || fields.severity == "PANIC" {
+                    self.server_dirty = true;
+                }
+                self.rollback_seen = true;
+                self.counts.add(Stat::Errors, 1);
+                match self.q.front_mut() {
+                    Some(Req::Query { error, .. }) => *error = true,
+                    Some(Req::Injected(kind)) => {
+                        tracing::warn!(
+                            client.addr = %self.info.addr,
+                            code = fields.code,
+                            error = fields.message,
+                            kind = ?kind,
+                            "statement injected by sqlmux failed"
+                        );
+                        if *kind == Injected::Params {
+                            // Tell the client its session settings could not be restored.
+                            message::error_response(
+                                &mut self.cout,
+                                Severity::Warning,
+                                "01000",
+                                &format!(
+                                    "sqlmux could not restore your session settings on the server: {}",
+                                    fields.message
+                                ),
+                                None,
+                                None,
+                            );
+                        }
+                        return Ok(false);
+                    }
+                    Some(_) => {
+                        let mut dropped_exec = None;
+                        if let Some(Req::Execute { fp, sent }) = self.q.front().copied() {
+                            dropped_exec = Some((fp, sent));
+                        }
+                        self.q.skip_to_sync(|_| {});
+                        if let Some((fp, sent)) = dropped_exec {
+                            self.finish_statement(fp, sent, 0, true, now);
+                        }
+                    }
+                    None => {
+                        // Asynchronous error (e.g. the server is shutting down).
+                        self.server_dirty = true;
+                    }
+                }
+                self.q.copy_in = false;
+                self.q.copy_in_extended = false;
+                Ok(true)
+            }
+            b'1' => match self.q.pop() {
+                Some(Req::Parse { synthetic }) => Ok(!synthetic),
+                _ => Err(bad_server("ParseComplete without a Parse")),
+            },
+            b'2' => match self.q.pop() {
+                Some(Req::Bind) => Ok(true),
+                _ => Err(bad_server("BindComplete without a Bind")),
+            },
+            b'3' => match self.q.pop() {
+                Some(Req::Close { synthetic }) => Ok(!synthetic),
+                _ => Err(bad_server("CloseComplete without a Close")),
+            },
+            b'n' => {
+                if matches!(self.q.front(), Some(Req::Describe)) {
+                    self.q.pop();
+                }
+                Ok(!swallow)
+            }
+            b'T' => {
+                if matches!(self.q.front(), Some(Req::Describe)) {
+                    self.q.pop();
+                }
+                Ok(!swallow)
+            }
+            b'G' => {
+                self.q.enter_copy_in();
+                Ok(true)
+            }
+            b'W' => {
+                // Copy-both (replication): this server can never be shared.
+                self.server_dirty = true;
+                if self.pin == PinReason::None {
+                    self.pin = PinReason::Other;
+                    self.info.set_pin(PinReason::Other);
+                }
+                Ok(true)
+            }
+            b'S' => {
+                let (name, value) = message::decode_parameter_status(body)
+                    .ok_or_else(|| bad_server("malformed ParameterStatus"))?;
+                let server = self.lease.as_mut().expect("leased").server();
+                server.params.reported(name, value);
+                if name == "application_name" {
+                    *server
+                        .info()
+                        .application_name
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = value.to_owned();
+                }
+                if swallow {
+                    return Ok(false);
+                }
+                if params::is_writable(name) {
+                    self.params.want(name, value);
+                }
+                if name == "application_name" {
+                    *self
+                        .info
+                        .application_name
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = value.to_owned();
+                }
+                Ok(true)
+            }
+            b'D' | b't' | b'A' | b'N' | b'V' | b'd' | b'c' | b'H' => Ok(!swallow),
+            other => Err(bad_server(&format!(
+                "unexpected message type {:?} from the server",
+                other as char
+            ))),
+        }
+    }
+
+    /// One statement finished: latency and rows to insight.
+    fn finish_statement(
+        &mut self,
+        fp: Fingerprint,
+        sent: Instant,
+        rows: u64,
+        error: bool,
+        now: Instant,
+    ) {
+        let start = sent.max(self.last_done);
+        self.last_done = now;
+        if self.insight_on {
+            let us = now.saturating_duration_since(start).as_micros() as u64;
+            self.shared
+                .insight
+                .record(self.entry.tag, fp, us, rows, error);
+        }
+    }
+
+    /// A ReadyForQuery answered a Query or Sync: count the query.
+    fn finish_query(&mut self, now: Instant) {
+        self.counts.add(Stat::Queries, 1);
+        if let Some(t) = self.query_started {
+            self.counts.add(
+                Stat::QueryTimeUs,
+                now.saturating_duration_since(t).as_micros() as u64,
+            );
+        }
+        self.query_started = if self.q.is_empty() { None } else { Some(now) };
+        self.leak.idle_since = Some(now);
+    }
+}
+
+/// BEGIN/COMMIT/ROLLBACK/SAVEPOINT-like statements.
+fn is_txn_control(a: &Analysis) -> bool {
+    a.effects.any(Effects::TXN_CONTROL)
+        || matches!(a.kind, Kind::Begin | Kind::Commit | Kind::Rollback)
+}
+
+enum Local {
+    Handled,
+    Terminate,
+    Forward,
+}
+
+fn bad_client(msg: &str) -> PumpEnd {
+    PumpEnd::Protocol {
+        client_side: true,
+        message: msg.to_owned(),
+    }
+}
+
+fn bad_server(msg: &str) -> PumpEnd {
+    PumpEnd::Protocol {
+        client_side: false,
+        message: msg.to_owned(),
+    }
+}
+
+/// Runs a simple query on an otherwise idle server and waits for its
+/// ReadyForQuery, recording parameter changes. Returns the status byte and
+/// the error message, if any.
+pub(crate) async fn run_simple(
+    server: &mut PgServer,
+    sql: &str,
+    max_msg: u32,
+) -> std::io::Result<(u8, Option<(String, String)>)> {
+    let mut out = BytesMut::with_capacity(sql.len() + 8);
+    message::query(&mut out, sql);
+    server.stream.write_all_clear(&mut out).await?;
+    let mut error = None;
+    loop {
+        while let Some((h, body)) = frame::complete_frame(&server.buf, max_msg)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+        {
+            let len = h.frame_len();
+            match h.tag {
+                b'S' => {
+                    if let Some((k, v)) = message::decode_parameter_status(body) {
+                        let (k, v) = (k.to_owned(), v.to_owned());
+                        server.params.reported(&k, &v);
+                    }
+                }
+                b'E' => {
+                    let f = message::decode_error_fields(body).unwrap_or_default();
+                    if error.is_none() {
+                        error = Some((f.code.to_owned(), f.message.to_owned()));
+                    }
+                }
+                b'Z' => {
+                    let status = body.first().copied().unwrap_or(b'E');
+                    server.buf.advance(len);
+                    return Ok((status, error));
+                }
+                _ => {}
+            }
+            server.buf.advance(len);
+        }
+        let n = server.stream.read_buf(&mut server.buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// Rolls back the open transaction of a leaked session. True when the
+/// server is clean afterwards.
+async fn rollback_server(server: &mut PgServer, max_msg: u32) -> bool {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        run_simple(server, "ROLLBACK", max_msg),
+    )
+    .await
+    {
+        Ok(Ok((b'I', _))) => true,
+        _ => false,
+    }
+}
+
+/// DISCARD ALL before a pinned or session-mode server returns to the pool.
+async fn reset_server(server: &mut PgServer, max_msg: u32) -> bool {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        run_simple(server, "DISCARD ALL", max_msg),
+    )
+    .await
+    {
+        Ok(Ok((b'I', None))) => {
+            server.params.settings.clear();
+            server.params.version += 1;
+            true
+        }
+        _ => false,
+    }
+}

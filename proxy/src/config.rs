@@ -231,6 +231,7 @@ struct FilePool {
     idle_timeout: Option<Dur>,
     max_lifetime: Option<Dur>,
     max_client_connections: Option<usize>,
+    max_prepared_statements: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -340,6 +341,9 @@ pub struct PoolConfig {
     /// Client connections allowed (globally from `[pool]`, per database
     /// when set in a database's pool table).
     pub max_client_connections: usize,
+    /// Named prepared statements cached per server in transaction mode
+    /// (0 disables statement tracking).
+    pub max_prepared_statements: usize,
 }
 
 /// Insight settings (`[insight]`).
@@ -765,6 +769,10 @@ fn resolve_pool(
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(3600)),
         max_client_connections,
+        max_prepared_statements: over
+            .max_prepared_statements
+            .or(base.max_prepared_statements)
+            .unwrap_or(200),
     })
 }
 

@@ -140,6 +140,9 @@ impl Proxy {
             pg_listener,
             listener::Service::Postgres,
         ));
+        shared
+            .pg_pools
+            .warm(&shared.config.load(), &shared.users.load(), &shared.insight);
         shared.tasks.spawn(janitor(shared.clone()));
         tracing::info!(postgres = %postgres_addr, "sqlmux started");
         Ok(Proxy {
@@ -213,6 +216,9 @@ pub(crate) fn apply_config(shared: &Shared, new: Config) {
     shared.insight.reconfigure(&new.insight);
     shared.users.store(Arc::new(users));
     shared.pg_pools.reload(&new);
+    shared
+        .pg_pools
+        .warm(&new, &shared.users.load(), &shared.insight);
     shared.config.store(Arc::new(new));
     tracing::info!("configuration reloaded");
 }

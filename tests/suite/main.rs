@@ -1,1 +1,17 @@
-//! suite
+//! sqlmux integration tests: the real proxy, started in-process on free
+//! ports, against real PostgreSQL (and MariaDB) servers that the harness
+//! starts in temporary directories, driven by real clients.
+
+mod common;
+// The harness itself: servers start, restart and never outlive the tests.
+mod harness_selftest;
+// Transaction pooling under load: pgbench, pool limits, checkout timeout.
+mod pooling;
+// Protocol coverage: extended protocol, pipelines, COPY, errors, notices.
+mod protocol;
+// Client authentication and server logins.
+mod auth;
+// Session parameters that follow the client between servers.
+mod session_state;
+// Cancel, disconnects mid-transaction, shutdown, bad input.
+mod lifecycle;

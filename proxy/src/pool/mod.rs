@@ -238,6 +238,8 @@ pub struct Pool<S: PooledServer> {
     pub clients: AtomicUsize,
     retired: AtomicBool,
     released: Notify,
+    /// After a failed warm-up connect, no warm-up before this time.
+    warm_backoff: Mutex<Option<Instant>>,
 }
 
 impl<S: PooledServer> std::fmt::Debug for Pool<S> {
@@ -259,6 +261,7 @@ impl<S: PooledServer> Pool<S> {
             clients: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             released: Notify::new(),
+            warm_backoff: Mutex::new(None),
         })
     }
 
@@ -496,9 +499,15 @@ impl<S: PooledServer> Pool<S> {
         for _ in 0..to_open {
             let pool = self.clone();
             tokio::spawn(async move {
-                if let Ok(s) = pool.open().await {
-                    s.info().set(ServerState::Idle, 0);
-                    pool.lock().warmed(s, Instant::now());
+                match pool.open().await {
+                    Ok(s) => {
+                        s.info().set(ServerState::Idle, 0);
+                        pool.lock().warmed(s, Instant::now());
+                    }
+                    Err(_) => {
+                        *pool.warm_backoff.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Instant::now() + Duration::from_secs(5));
+                    }
                 }
             });
         }

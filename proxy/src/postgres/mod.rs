@@ -11,6 +11,7 @@
 
 pub mod params;
 pub mod pools;
+pub mod prepared;
 pub mod server;
 pub mod session;
 pub mod tracker;

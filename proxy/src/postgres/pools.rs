@@ -148,11 +148,40 @@ impl PgPools {
         });
     }
 
+    /// Creates the pools of databases with `min_idle > 0` up front (for the
+    /// configured server user, or for every `[[users]]` entry), so their
+    /// servers are warm before the first client arrives.
+    pub fn warm(&self, cfg: &Config, users: &Users, insight: &Insight) {
+        for db in cfg.databases.iter().filter(|d| d.pool.min_idle > 0) {
+            let logins: Vec<ServerLogin> = match &db.user {
+                Some(_) => server_login(db, users, "").into_iter().collect(),
+                None => users
+                    .names()
+                    .iter()
+                    .filter_map(|u| server_login(db, users, u))
+                    .collect(),
+            };
+            for login in logins {
+                self.get_or_create(cfg, insight, db, login);
+            }
+        }
+    }
+
     /// Drops retired pools that no client uses any more.
     pub fn prune(&self) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, e| {
             !e.pool.is_retired() || e.pool.clients.load(std::sync::atomic::Ordering::Relaxed) > 0
         });
+    }
+
+    /// Number of pools.
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no pool exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

@@ -33,6 +33,8 @@ pub struct PgServer {
     pub cancel_pid: i32,
     /// BackendKeyData secret.
     pub cancel_secret: Vec<u8>,
+    /// Named statements prepared on this server by sqlmux.
+    pub prepared: crate::postgres::prepared::ServerStatements,
     info: Arc<ServerInfo>,
 }
 
@@ -354,6 +356,7 @@ async fn connect(
         params,
         cancel_pid,
         cancel_secret,
+        prepared: Default::default(),
         info,
     })
 }

@@ -41,8 +41,9 @@ use crate::io::{self, Stream};
 use crate::pool::{CheckoutError, Lease, PooledServer, unix_us};
 use crate::postgres::params::{self, ClientParams};
 use crate::postgres::pools::PgPoolEntry;
+use crate::postgres::prepared::{self, ClientStatements, Prepared};
 use crate::postgres::server::PgServer;
-use crate::postgres::tracker::{Injected, Req, Tracker};
+use crate::postgres::tracker::{Injected, Local, Req, Tracker};
 use crate::stats::{LocalCounts, Stat};
 
 /// Output buffered for one side before sqlmux stops reading the other.
@@ -145,6 +146,14 @@ pub(crate) struct Session {
     server_dirty: bool,
     /// A forwarded ReadyForQuery `I` answered everything sent so far.
     ready_idle: bool,
+    /// Named prepared statements of this client (transaction mode).
+    prepared: ClientStatements,
+    /// Rewrite named statements to shared server names.
+    rewrite: bool,
+    /// Per-server prepared statement cache size.
+    max_prepared: usize,
+    /// An error sqlmux produced: ignore client messages until Sync.
+    skip_until_sync: bool,
 }
 
 impl Session {
@@ -193,6 +202,10 @@ impl Session {
             rolled_back_after: None,
             server_dirty: false,
             ready_idle: false,
+            prepared: ClientStatements::default(),
+            rewrite: false,
+            max_prepared: 0,
+            skip_until_sync: false,
         }
     }
 
@@ -215,10 +228,13 @@ impl Session {
     /// Runs the session until the client leaves. Returns when done; errors
     /// have already been reported to the client.
     pub(crate) async fn run(&mut self) {
-        if self.entry.pool.mode() == PoolMode::Session {
+        let pool_cfg = self.entry.pool.config();
+        if pool_cfg.mode == PoolMode::Session {
             self.pin = PinReason::SessionMode;
             self.info.set_pin(PinReason::SessionMode);
         }
+        self.max_prepared = pool_cfg.max_prepared_statements;
+        self.rewrite = pool_cfg.mode == PoolMode::Transaction && self.max_prepared > 0;
         let end = self.transaction_loop().await;
         self.finish(end).await;
     }
@@ -240,9 +256,9 @@ impl Session {
                 }
                 // Answer what needs no server.
                 match self.answer_locally() {
-                    Local::Handled => continue,
-                    Local::Terminate => return PumpEnd::ClientTerminate,
-                    Local::Forward => {}
+                    LocalAnswer::Handled => continue,
+                    LocalAnswer::Terminate => return PumpEnd::ClientTerminate,
+                    LocalAnswer::Forward => {}
                 }
                 if self.rolled_back_after.is_some() {
                     self.reject_after_rollback();
@@ -345,20 +361,20 @@ impl Session {
 
     /// Handles a request that needs no server: Terminate, a lone Sync or
     /// Flush outside a transaction.
-    fn answer_locally(&mut self) -> Local {
+    fn answer_locally(&mut self) -> LocalAnswer {
         let tag = self.cin[0];
         match tag {
-            b'X' => Local::Terminate,
+            b'X' => LocalAnswer::Terminate,
             b'S' if self.q.is_empty() => {
                 self.cin.advance(5);
                 message::ready_for_query(&mut self.cout, b'I');
-                Local::Handled
+                LocalAnswer::Handled
             }
             b'H' => {
                 self.cin.advance(5);
-                Local::Handled
+                LocalAnswer::Handled
             }
-            _ => Local::Forward,
+            _ => LocalAnswer::Forward,
         }
     }
 
@@ -916,21 +932,40 @@ impl Session {
     }
 
     /// Looks at one complete client message (the whole frame). Returns
-    /// whether to forward it.
+    /// true to forward it verbatim; false when it was handled (rewritten
+    /// into `sout`, answered locally, or dropped).
     fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Result<bool, PumpEnd> {
         let len = frame.len();
         let now = self.now;
         self.ready_idle = false;
+        if self.skip_until_sync {
+            // After an error sqlmux produced itself, PostgreSQL semantics:
+            // ignore everything up to the next Sync.
+            if tag == b'S' {
+                self.skip_until_sync = false;
+            } else {
+                return Ok(tag == b'X');
+            }
+        }
         if self.query_started.is_none() && !matches!(tag, b'X' | b'H' | b'd' | b'c' | b'f') {
             self.query_started = Some(now);
         }
+        let body = &frame[HEADER_LEN..len];
         match tag {
             b'Q' => {
-                let body = &frame[HEADER_LEN..len];
                 let sql = message::decode_query(body)
                     .ok_or_else(|| bad_client("malformed Query message"))?;
                 let a = self.analyze(sql);
                 self.after_analysis(&a, sql, true);
+                if self.rewrite
+                    && a.effects
+                        .any(Effects::DEALLOCATE | Effects::DEALLOCATE_ALL | Effects::DISCARD_ALL)
+                {
+                    if let Some(done) = self.deallocate_locally(sql, &a) {
+                        self.push_local(Local::QueryDone(done.into()));
+                        return Ok(false);
+                    }
+                }
                 self.q.push(Req::Query {
                     fp: a.fingerprint,
                     sent: now,
@@ -939,44 +974,67 @@ impl Session {
                 });
             }
             b'P' => {
-                let body = &frame[HEADER_LEN..len];
                 let p = message::decode_parse(body)
                     .ok_or_else(|| bad_client("malformed Parse message"))?;
                 let a = self.analyze(p.query);
-                let (name, query) = (p.name.to_vec(), p.query.to_vec());
-                self.after_analysis(&a, &query, false);
+                self.after_analysis(&a, p.query, false);
                 let info = StmtInfo {
                     fp: a.fingerprint,
                     txn_control: is_txn_control(&a),
                 };
-                if name.is_empty() {
+                if p.name.is_empty() {
                     self.stmts.unnamed = info;
                 } else {
-                    self.stmts.named.insert(name.into_boxed_slice(), info);
                     self.counts.add(Stat::ClientParses, 1);
+                    if self.rewrite {
+                        return self.parse_named(p.name, p.query, p.param_types, info);
+                    }
+                    self.stmts.named.insert(p.name.into(), info);
                     self.counts.add(Stat::ServerParses, 1);
                 }
-                self.q.push(Req::Parse { synthetic: false });
+                self.q.push(Req::Parse {
+                    synthetic: false,
+                    stmt: None,
+                });
             }
             b'B' => {
-                let body = &frame[HEADER_LEN..len];
-                let (portal, stmt, _) = message::decode_bind_names(body)
+                let (portal, stmt, rest_at) = message::decode_bind_names(body)
                     .ok_or_else(|| bad_client("malformed Bind message"))?;
+                self.counts.add(Stat::Binds, 1);
                 let info = if stmt.is_empty() {
                     self.stmts.unnamed
+                } else if self.rewrite {
+                    let Some(prep) = self.prepared.get(stmt).cloned() else {
+                        self.local_error(
+                            "26000",
+                            format!(
+                                "prepared statement \"{}\" does not exist",
+                                String::from_utf8_lossy(stmt)
+                            ),
+                        );
+                        return Ok(false);
+                    };
+                    self.ensure_prepared(&prep);
+                    prepared::write_bind(
+                        &mut self.sout,
+                        portal,
+                        &prep.server_name,
+                        &body[rest_at..],
+                    );
+                    let info = StmtInfo {
+                        fp: prep.fp,
+                        txn_control: prep.txn_control,
+                    };
+                    self.set_portal(portal, info);
+                    self.q.push(Req::Bind);
+                    return Ok(false);
                 } else {
                     self.stmts.named.get(stmt).copied().unwrap_or_default()
                 };
-                if portal.is_empty() {
-                    self.stmts.unnamed_portal = info;
-                } else {
-                    self.stmts.portals.insert(portal.into(), info);
-                }
-                self.counts.add(Stat::Binds, 1);
+                self.set_portal(portal, info);
                 self.q.push(Req::Bind);
             }
             b'E' => {
-                let body = &frame[HEADER_LEN..len];
                 let (portal, _) = message::decode_execute(body)
                     .ok_or_else(|| bad_client("malformed Execute message"))?;
                 let info = if portal.is_empty() {
@@ -998,16 +1056,39 @@ impl Session {
                 self.q.push(Req::Execute { fp, sent: now });
             }
             b'D' => {
-                let body = &frame[HEADER_LEN..len];
-                message::decode_target(body)
+                let (kind, name) = message::decode_target(body)
                     .ok_or_else(|| bad_client("malformed Describe message"))?;
+                if kind == b'S' && !name.is_empty() && self.rewrite {
+                    let Some(prep) = self.prepared.get(name).cloned() else {
+                        self.local_error(
+                            "26000",
+                            format!(
+                                "prepared statement \"{}\" does not exist",
+                                String::from_utf8_lossy(name)
+                            ),
+                        );
+                        return Ok(false);
+                    };
+                    self.ensure_prepared(&prep);
+                    prepared::write_describe(&mut self.sout, &prep.server_name);
+                    self.q.push(Req::Describe);
+                    return Ok(false);
+                }
                 self.q.push(Req::Describe);
             }
             b'C' => {
-                let body = &frame[HEADER_LEN..len];
                 let (kind, name) = message::decode_target(body)
                     .ok_or_else(|| bad_client("malformed Close message"))?;
                 if kind == b'S' {
+                    if self.rewrite && !name.is_empty() {
+                        // The server keeps the statement for other clients.
+                        self.prepared.remove(name);
+                        self.info
+                            .prepared_statements
+                            .store(self.prepared.len(), Ordering::Relaxed);
+                        self.push_local(Local::CloseComplete);
+                        return Ok(false);
+                    }
                     self.stmts.named.remove(name);
                 } else {
                     self.stmts.portals.remove(name);
@@ -1031,6 +1112,155 @@ impl Session {
             }
         }
         Ok(true)
+    }
+
+    fn set_portal(&mut self, portal: &[u8], info: StmtInfo) {
+        if portal.is_empty() {
+            self.stmts.unnamed_portal = info;
+        } else {
+            self.stmts.portals.insert(portal.into(), info);
+        }
+    }
+
+    /// A named Parse in transaction mode: record the client's name and make
+    /// sure the server has the statement under its shared name.
+    fn parse_named(
+        &mut self,
+        name: &[u8],
+        query: &[u8],
+        types: &[u8],
+        info: StmtInfo,
+    ) -> Result<bool, PumpEnd> {
+        if self.prepared.get(name).is_some() {
+            self.local_error(
+                "42P05",
+                format!(
+                    "prepared statement \"{}\" already exists",
+                    String::from_utf8_lossy(name)
+                ),
+            );
+            return Ok(false);
+        }
+        let prep = Arc::new(Prepared::new(query, types, info.fp, info.txn_control));
+        self.prepared.insert(name, prep.clone());
+        self.info
+            .prepared_statements
+            .store(self.prepared.len(), Ordering::Relaxed);
+        let server = self.lease.as_mut().expect("leased").server();
+        if server.prepared.touch(prep.id) {
+            self.push_local(Local::ParseComplete);
+            return Ok(false);
+        }
+        self.send_parse(&prep, false);
+        Ok(false)
+    }
+
+    /// Injects a Parse when the server lacks the statement.
+    fn ensure_prepared(&mut self, prep: &Arc<Prepared>) {
+        let server = self.lease.as_mut().expect("leased").server();
+        if !server.prepared.touch(prep.id) {
+            self.send_parse(prep, true);
+        }
+    }
+
+    /// Sends a Parse of `prep` under its server name, closing evicted ones.
+    fn send_parse(&mut self, prep: &Arc<Prepared>, synthetic: bool) {
+        let max = self.max_prepared;
+        let server = self.lease.as_mut().expect("leased").server();
+        let evicted = server.prepared.add(prep, max);
+        server
+            .info()
+            .prepared_statements
+            .store(server.prepared.len(), Ordering::Relaxed);
+        for name in evicted {
+            prepared::write_close(&mut self.sout, &name);
+            self.q.push(Req::Close { synthetic: true });
+        }
+        prep.write_parse(&mut self.sout);
+        self.q.push(Req::Parse {
+            synthetic,
+            stmt: Some(prep.id),
+        });
+        self.counts.add(Stat::ServerParses, 1);
+    }
+
+    /// Queues a reply sqlmux produces itself, in order with the server's.
+    fn push_local(&mut self, l: Local) {
+        self.q.push(Req::Local(l));
+        self.drain_local();
+    }
+
+    /// An error sqlmux produces itself; like PostgreSQL, later messages up
+    /// to Sync are ignored.
+    fn local_error(&mut self, code: &'static str, message: String) {
+        self.skip_until_sync = true;
+        self.push_local(Local::Error {
+            code,
+            message: message.into(),
+        });
+    }
+
+    /// Emits local replies that have reached the front of the queue.
+    fn drain_local(&mut self) {
+        while let Some(Req::Local(_)) = self.q.front() {
+            let Some(Req::Local(l)) = self.q.pop() else {
+                break;
+            };
+            match l {
+                Local::ParseComplete => message::parse_complete(&mut self.cout),
+                Local::CloseComplete => message::close_complete(&mut self.cout),
+                Local::Error { code, message: m } => {
+                    message::error_response(&mut self.cout, Severity::Error, code, &m, None, None);
+                    self.q.skip_to_sync(|_| {});
+                }
+                Local::QueryDone(tag) => {
+                    message::command_complete(&mut self.cout, &tag);
+                    message::ready_for_query(&mut self.cout, self.txn_status);
+                    self.finish_query(self.now);
+                    if self.q.is_empty() && self.txn_status == b'I' {
+                        self.query_started = None;
+                        self.ready_idle = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `DEALLOCATE name` / `DEALLOCATE ALL` of protocol-level statements is
+    /// answered by sqlmux (the server knows them under other names).
+    /// `DISCARD ALL` also forgets the client's statements but still runs.
+    fn deallocate_locally(&mut self, sql: &[u8], a: &Analysis) -> Option<&'static str> {
+        if a.effects.any(Effects::DISCARD_ALL) || a.effects.any(Effects::DEALLOCATE_ALL) {
+            self.prepared.clear();
+            self.info.prepared_statements.store(0, Ordering::Relaxed);
+            return None;
+        }
+        if a.statements != 1 || self.pin == PinReason::SqlPrepare {
+            return None;
+        }
+        // DEALLOCATE [PREPARE] name
+        let text = std::str::from_utf8(sql)
+            .ok()?
+            .trim()
+            .trim_end_matches(';')
+            .trim();
+        let mut words = text.split_whitespace();
+        if !words.next()?.eq_ignore_ascii_case("deallocate") {
+            return None;
+        }
+        let mut name = words.next()?;
+        if name.eq_ignore_ascii_case("prepare") {
+            name = words.next()?;
+        }
+        if words.next().is_some() {
+            return None;
+        }
+        let name = name.trim_matches('"');
+        self.prepared.remove(name.as_bytes())?;
+        self.info
+            .prepared_statements
+            .store(self.prepared.len(), Ordering::Relaxed);
+        Some("DEALLOCATE")
     }
 
     /// Normalizes a statement (for its fingerprint and effects).
@@ -1158,6 +1388,7 @@ impl Session {
                 self.cout.extend_from_slice(&sbuf[..len]);
             }
             sbuf.advance(len);
+            self.drain_local();
         }
         Ok(moved)
     }
@@ -1227,8 +1458,16 @@ impl Session {
                 } else {
                     0
                 };
-                if tag == b'C' && message::command_complete_command(body) == b"ROLLBACK" {
-                    self.rollback_seen = true;
+                if tag == b'C' {
+                    let cmd = message::command_complete_command(body);
+                    if cmd == b"ROLLBACK" {
+                        self.rollback_seen = true;
+                    } else if body.starts_with(b"DISCARD ALL")
+                        || body.starts_with(b"DEALLOCATE ALL")
+                    {
+                        let server = self.lease.as_mut().expect("leased").server();
+                        server.prepared.clear();
+                    }
                 }
                 match self.q.front_mut() {
                     Some(Req::Execute { .. }) => {
@@ -1276,8 +1515,19 @@ impl Session {
                     }
                     Some(_) => {
                         let mut dropped_exec = None;
-                        if let Some(Req::Execute { fp, sent }) = self.q.front().copied() {
-                            dropped_exec = Some((fp, sent));
+                        match self.q.front() {
+                            Some(Req::Execute { fp, sent }) => dropped_exec = Some((*fp, *sent)),
+                            Some(Req::Parse { stmt: Some(id), .. }) => {
+                                // The statement was not created on the server.
+                                let id = *id;
+                                self.lease
+                                    .as_mut()
+                                    .expect("leased")
+                                    .server()
+                                    .prepared
+                                    .remove(id);
+                            }
+                            _ => {}
                         }
                         self.q.skip_to_sync(|_| {});
                         if let Some((fp, sent)) = dropped_exec {
@@ -1294,7 +1544,7 @@ impl Session {
                 Ok(true)
             }
             b'1' => match self.q.pop() {
-                Some(Req::Parse { synthetic }) => Ok(!synthetic),
+                Some(Req::Parse { synthetic, .. }) => Ok(!synthetic),
                 _ => Err(bad_server("ParseComplete without a Parse")),
             },
             b'2' => match self.q.pop() {
@@ -1404,7 +1654,7 @@ fn is_txn_control(a: &Analysis) -> bool {
         || matches!(a.kind, Kind::Begin | Kind::Commit | Kind::Rollback)
 }
 
-enum Local {
+enum LocalAnswer {
     Handled,
     Terminate,
     Forward,

@@ -31,8 +31,27 @@ pub enum Injected {
     Rollback,
 }
 
+/// A reply sqlmux produces itself, in order with the server's replies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Local {
+    /// ParseComplete for a statement the server already holds.
+    ParseComplete,
+    /// CloseComplete for a client's Close of a named statement.
+    CloseComplete,
+    /// An ErrorResponse (unknown or duplicate statement name).
+    Error {
+        /// SQLSTATE.
+        code: &'static str,
+        /// Message.
+        message: Box<str>,
+    },
+    /// CommandComplete with this tag, then ReadyForQuery (a Query answered
+    /// by sqlmux, e.g. DEALLOCATE of a protocol-level statement).
+    QueryDone(Box<str>),
+}
+
 /// One request awaiting its response.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Req {
     /// Simple Query: answered by everything up to ReadyForQuery.
     Query {
@@ -49,6 +68,8 @@ pub enum Req {
     Parse {
         /// Injected by sqlmux: swallow its ParseComplete.
         synthetic: bool,
+        /// Content id of a shared named statement, if any.
+        stmt: Option<u64>,
     },
     /// Bind.
     Bind,
@@ -72,6 +93,8 @@ pub enum Req {
     Function,
     /// A simple query sqlmux sent itself; all its responses are swallowed.
     Injected(Injected),
+    /// A reply sqlmux gives itself when this entry reaches the front.
+    Local(Local),
 }
 
 impl Req {
@@ -79,7 +102,11 @@ impl Req {
     pub fn ends_with_ready(&self) -> bool {
         matches!(
             self,
-            Req::Query { .. } | Req::Sync | Req::Function | Req::Injected(_)
+            Req::Query { .. }
+                | Req::Sync
+                | Req::Function
+                | Req::Injected(_)
+                | Req::Local(Local::QueryDone(_))
         )
     }
 }
@@ -185,14 +212,20 @@ mod tests {
     fn error_skips_to_sync() {
         let now = Instant::now();
         let mut t = Tracker::default();
-        t.push(Req::Parse { synthetic: false });
+        t.push(Req::Parse {
+            synthetic: false,
+            stmt: None,
+        });
         t.push(Req::Bind);
         t.push(Req::Execute {
             fp: Fingerprint(1),
             sent: now,
         });
         t.push(Req::Sync);
-        t.push(Req::Parse { synthetic: false });
+        t.push(Req::Parse {
+            synthetic: false,
+            stmt: None,
+        });
         // ErrorResponse answering the Parse.
         t.pop();
         let mut dropped = Vec::new();

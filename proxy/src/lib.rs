@@ -28,6 +28,7 @@
 //! [`Proxy::start`] binds the listeners and returns a handle; nothing here
 //! is global, so tests can run several proxies in one process.
 
+pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -102,6 +103,7 @@ pub struct Proxy {
     /// Shared state (for inspection and the admin layer).
     pub shared: Arc<Shared>,
     postgres_addr: SocketAddr,
+    admin_addr: SocketAddr,
 }
 
 impl Proxy {
@@ -124,6 +126,20 @@ impl Proxy {
                 what: "postgres.listen",
                 source,
             })?;
+        let admin_listener = listener::bind(&config.admin.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.listen.clone(),
+                what: "admin.listen",
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.listen.clone(),
+                what: "admin.listen",
+                source,
+            })?;
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
@@ -140,14 +156,21 @@ impl Proxy {
             pg_listener,
             listener::Service::Postgres,
         ));
+        shared.tasks.spawn(listener::accept_loop(
+            shared.clone(),
+            admin_listener,
+            listener::Service::Admin,
+        ));
+        admin::start_background(&shared);
         shared
             .pg_pools
             .warm(&shared.config.load(), &shared.users.load(), &shared.insight);
         shared.tasks.spawn(janitor(shared.clone()));
-        tracing::info!(postgres = %postgres_addr, "sqlmux started");
+        tracing::info!(postgres = %postgres_addr, admin = %admin_addr, "sqlmux started");
         Ok(Proxy {
             shared,
             postgres_addr,
+            admin_addr,
         })
     }
 
@@ -156,57 +179,85 @@ impl Proxy {
         self.postgres_addr
     }
 
+    /// Address the admin listener is bound to.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
     /// Re-reads the configuration file and applies it atomically. On error
     /// the running configuration stays.
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let current = self.shared.config.load();
-        let Some(path) = current.path.clone() else {
-            return self.apply((**current).clone());
-        };
-        let new = Config::load(&path)?;
-        self.apply(new)
+        self.shared.reload()
     }
 
     /// Applies an already validated configuration.
-    pub fn apply(&self, new: Config) -> Result<(), ConfigError> {
+    pub fn apply(&self, new: Config) {
         apply_config(&self.shared, new);
+    }
+
+    /// Graceful shutdown (see [`Shared::shutdown`]).
+    pub async fn shutdown(&self) {
+        self.shared.shutdown().await
+    }
+
+    /// Immediate shutdown (see [`Shared::shutdown_now`]).
+    pub async fn shutdown_now(&self) {
+        self.shared.shutdown_now().await
+    }
+
+    /// Resolves when the proxy has been shut down (e.g. by the admin
+    /// SHUTDOWN command) and every task has ended.
+    pub async fn stopped(&self) {
+        self.shared.hard.cancelled().await;
+        self.shared.tasks.wait().await;
+    }
+}
+
+impl Shared {
+    /// Re-reads the configuration file and applies it atomically (RELOAD,
+    /// SIGHUP). On error the running configuration stays and the error is
+    /// returned.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let current = self.config.load();
+        let new = match current.path.clone() {
+            Some(path) => Config::load(&path)?,
+            None => (**current).clone(),
+        };
+        apply_config(self, new);
         Ok(())
     }
 
-    /// Graceful shutdown: stop accepting, close idle clients, let open
-    /// transactions finish for up to `general.shutdown_timeout`, then close
-    /// everything. Returns when all tasks have ended.
+    /// Graceful shutdown: readiness goes false and listeners stop, idle
+    /// clients are closed, open transactions may finish for up to
+    /// `general.shutdown_timeout`, then everything is closed. Returns when
+    /// all tasks have ended.
     pub async fn shutdown(&self) {
-        let timeout = self.shared.config.load().general.shutdown_timeout;
-        self.shared.drain.cancel();
-        self.shared.tasks.close();
-        if tokio::time::timeout(timeout, self.wait_clients())
-            .await
-            .is_err()
-        {
+        let timeout = self.config.load().general.shutdown_timeout;
+        self.drain.cancel();
+        self.tasks.close();
+        let wait = async {
+            while !self.clients.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(timeout, wait).await.is_err() {
             tracing::warn!(
-                clients = self.shared.clients.len(),
+                clients = self.clients.len(),
                 "shutdown timeout reached; closing remaining connections"
             );
         }
         self.shutdown_now().await;
     }
 
-    async fn wait_clients(&self) {
-        while !self.shared.clients.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// Immediate shutdown: closes every connection now.
     pub async fn shutdown_now(&self) {
-        self.shared.drain.cancel();
-        self.shared.hard.cancel();
-        self.shared.tasks.close();
-        for e in self.shared.pg_pools.all() {
+        self.drain.cancel();
+        self.hard.cancel();
+        self.tasks.close();
+        for e in self.pg_pools.all() {
             e.pool.retire();
         }
-        self.shared.tasks.wait().await;
+        self.tasks.wait().await;
     }
 }
 

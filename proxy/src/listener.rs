@@ -52,6 +52,8 @@ fn bind_one(sa: SocketAddr) -> io::Result<TcpListener> {
 pub enum Service {
     /// PostgreSQL clients.
     Postgres,
+    /// The admin console and HTTP.
+    Admin,
 }
 
 /// Accepts connections until the proxy drains.
@@ -104,6 +106,12 @@ fn spawn_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr, serv
             shared
                 .tasks
                 .spawn(async move { crate::postgres::handle_client(shared2, tcp, peer).await });
+        }
+        Service::Admin => {
+            let shared2 = shared.clone();
+            shared
+                .tasks
+                .spawn(async move { crate::admin::handle_connection(shared2, tcp, peer).await });
         }
     }
 }

@@ -134,6 +134,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         loop {
             tokio::select! {
+                _ = proxy.stopped() => {
+                    // SHUTDOWN from the admin console.
+                    break;
+                }
                 _ = hup.recv() => {
                     match proxy.reload() {
                         Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),

@@ -189,3 +189,49 @@ fn same_password(old: &AuthUser, new: Option<&str>) -> bool {
         _ => false,
     }
 }
+
+/// How long a secret found with `auth_query` is trusted before it is
+/// looked up again.
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Users looked up on the server with `postgres.auth_query`, by
+/// (database, user). Entries expire after [`AUTH_CACHE_TTL`]; an entry
+/// whose secret did not change keeps its `AuthUser` (and learned keys).
+#[derive(Debug, Default)]
+pub struct AuthCache {
+    map: Mutex<HashMap<(String, String), (std::time::Instant, Arc<AuthUser>)>>,
+}
+
+impl AuthCache {
+    /// A fresh entry, if any.
+    pub fn get(&self, db: &str, user: &str) -> Option<Arc<AuthUser>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, u) = map.get(&(db.to_owned(), user.to_owned()))?;
+        (at.elapsed() < AUTH_CACHE_TTL).then(|| u.clone())
+    }
+
+    /// Stores a looked-up secret; returns the user to use (the cached one
+    /// when the secret is unchanged).
+    pub fn put(&self, db: &str, user: &str, secret: &str) -> Arc<AuthUser> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (db.to_owned(), user.to_owned());
+        let u = match map.get(&key) {
+            Some((_, old)) if same_password(old, Some(secret)) => old.clone(),
+            _ => Arc::new(AuthUser::new(user, Some(secret))),
+        };
+        map.insert(key, (std::time::Instant::now(), u.clone()));
+        u
+    }
+
+    /// Any entry (fresh or expired), for server logins of pools.
+    pub fn any(&self, db: &str, user: &str) -> Option<Arc<AuthUser>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(db.to_owned(), user.to_owned()))
+            .map(|(_, u)| u.clone())
+    }
+
+    /// Forgets everything (RELOAD).
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}

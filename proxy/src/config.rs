@@ -217,6 +217,53 @@ struct FileAdmin {
 struct FilePostgres {
     listen: Option<String>,
     auth: Option<AuthMethod>,
+    tls: Option<FileClientTls>,
+    auth_user: Option<String>,
+    auth_query: Option<String>,
+    auth_dbname: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClientTls {
+    cert: Option<String>,
+    key: Option<String>,
+    mode: Option<ClientTlsMode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServerTls {
+    mode: Option<crate::tls::ServerTlsMode>,
+    ca: Option<String>,
+}
+
+/// Whether clients may or must use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    /// Refuse SSLRequest.
+    Disable,
+    /// Accept TLS when the client asks.
+    Allow,
+    /// Accept TLS when the client asks (same as allow on the server side).
+    Prefer,
+    /// Refuse clients that do not use TLS.
+    Require,
+}
+
+/// What to do when a client creates session state that cannot follow it
+/// to another server (LISTEN, advisory locks, temp tables, SQL PREPARE,
+/// WITH HOLD cursors, LOAD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatePolicy {
+    /// Keep the server with the client until it disconnects or clears it.
+    Pin,
+    /// Refuse the statement with an error.
+    Error,
+    /// Forward it and keep pooling per transaction (the state may be lost).
+    Ignore,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -232,6 +279,7 @@ struct FilePool {
     max_lifetime: Option<Dur>,
     max_client_connections: Option<usize>,
     max_prepared_statements: Option<usize>,
+    on_session_state: Option<SessionStatePolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +318,7 @@ struct FileDatabase {
     password: Option<Secret>,
     #[serde(default)]
     pool: FilePool,
+    server_tls: Option<FileServerTls>,
 }
 
 fn default_protocol() -> Protocol {
@@ -319,7 +368,39 @@ pub struct PostgresConfig {
     pub listen: String,
     /// Client authentication method.
     pub auth: AuthMethod,
+    /// TLS towards clients.
+    pub tls: Option<ClientTls>,
+    /// User that looks up unknown users' secrets on the server.
+    pub auth_user: Option<String>,
+    /// Query returning (name, secret) for `$1`.
+    pub auth_query: String,
+    /// Database the auth query runs in (default: the client's database).
+    pub auth_dbname: Option<String>,
 }
+
+/// TLS towards clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientTls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Whether TLS is optional or required.
+    pub mode: ClientTlsMode,
+}
+
+/// TLS towards a database's server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTls {
+    /// libpq-style mode.
+    pub mode: crate::tls::ServerTlsMode,
+    /// CA file for the verify modes.
+    pub ca: Option<PathBuf>,
+}
+
+/// PgBouncer's default auth query.
+pub const DEFAULT_AUTH_QUERY: &str =
+    "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1";
 
 /// Pool settings after defaults and per-database overrides are applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -344,6 +425,8 @@ pub struct PoolConfig {
     /// Named prepared statements cached per server in transaction mode
     /// (0 disables statement tracking).
     pub max_prepared_statements: usize,
+    /// What to do with session state in transaction mode.
+    pub on_session_state: SessionStatePolicy,
 }
 
 /// Insight settings (`[insight]`).
@@ -384,6 +467,8 @@ pub struct DatabaseConfig {
     pub pool: PoolConfig,
     /// Whether `pool.max_client_connections` was set for this database.
     pub client_limit: Option<usize>,
+    /// TLS towards the server.
+    pub server_tls: ServerTls,
 }
 
 /// One `[[users]]` entry.
@@ -432,27 +517,39 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut cfg = Self::parse_with_origin(&text, &path.display().to_string())?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut cfg = Self::parse_with_origin(&text, &path.display().to_string(), &base)?;
         cfg.path = Some(path.to_owned());
         Ok(cfg)
     }
 
     /// Parses and validates TOML text (used by tests and by `load`).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        Self::parse_with_origin(text, "<string>")
+        Self::parse_with_origin(text, "<string>", Path::new("."))
     }
 
-    fn parse_with_origin(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    fn parse_with_origin(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        resolve(file, text, origin, host_cpus())
+        resolve(file, text, origin, base, host_cpus())
     }
 
-    /// The database entry a client's database name maps to.
-    pub fn database(&self, name: &str) -> Option<&DatabaseConfig> {
-        self.databases.iter().find(|d| d.name == name)
+    /// The database entry a client's database name maps to: an exact entry,
+    /// or the `"*"` entry with `dbname` set to the requested name.
+    pub fn database(&self, name: &str) -> Option<std::borrow::Cow<'_, DatabaseConfig>> {
+        if let Some(d) = self.databases.iter().find(|d| d.name == name) {
+            return Some(std::borrow::Cow::Borrowed(d));
+        }
+        if name == "sqlmux" || name == "pgbouncer" {
+            return None;
+        }
+        let wild = self.databases.iter().find(|d| d.name == "*")?;
+        let mut d = wild.clone();
+        d.name = name.to_owned();
+        d.dbname = name.to_owned();
+        Some(std::borrow::Cow::Owned(d))
     }
 
     /// The `[[users]]` entry for a name.
@@ -469,7 +566,13 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-fn resolve(file: FileConfig, text: &str, origin: &str, cpus: usize) -> Result<Config, ConfigError> {
+fn resolve(
+    file: FileConfig,
+    text: &str,
+    origin: &str,
+    base: &Path,
+    cpus: usize,
+) -> Result<Config, ConfigError> {
     let invalid = |line: usize, key: &str, message: String| ConfigError::Invalid {
         origin: origin.to_owned(),
         line,
@@ -526,13 +629,60 @@ fn resolve(file: FileConfig, text: &str, origin: &str, cpus: usize) -> Result<Co
     };
     check_listen(&admin.listen).map_err(|m| invalid(find_line("listen"), "admin.listen", m))?;
 
+    let abs = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let tls_line = find_line("tls");
+    let client_tls = match file.postgres.tls {
+        None => None,
+        Some(t) => {
+            let mode = t.mode.unwrap_or(ClientTlsMode::Prefer);
+            match (t.cert, t.key) {
+                (Some(cert), Some(key)) => {
+                    let (cert, key) = (abs(&cert), abs(&key));
+                    if mode != ClientTlsMode::Disable {
+                        crate::tls::acceptor(&cert, &key)
+                            .map_err(|m| invalid(tls_line, "postgres.tls", m))?;
+                    }
+                    Some(ClientTls { cert, key, mode })
+                }
+                _ if mode == ClientTlsMode::Disable => None,
+                _ => {
+                    return Err(invalid(
+                        tls_line,
+                        "postgres.tls",
+                        "TLS needs both `cert` and `key` (PEM files)".into(),
+                    ));
+                }
+            }
+        }
+    };
     let postgres = PostgresConfig {
         listen: file
             .postgres
             .listen
             .unwrap_or_else(|| "0.0.0.0:6432".into()),
         auth: file.postgres.auth.unwrap_or(AuthMethod::ScramSha256),
+        tls: client_tls,
+        auth_user: file.postgres.auth_user,
+        auth_query: file
+            .postgres
+            .auth_query
+            .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_owned()),
+        auth_dbname: file.postgres.auth_dbname,
     };
+    if !postgres.auth_query.contains("$1") {
+        return Err(invalid(
+            find_line("auth_query"),
+            "postgres.auth_query",
+            "must contain $1 (the user name being looked up)".into(),
+        ));
+    }
     check_listen(&postgres.listen)
         .map_err(|m| invalid(find_line("listen"), "postgres.listen", m))?;
 
@@ -615,7 +765,20 @@ fn resolve(file: FileConfig, text: &str, origin: &str, cpus: usize) -> Result<Co
         }
         let pool = resolve_pool(&file.pool, &d.pool, cpus)
             .map_err(|(k, m)| invalid(line, &key(&format!("pool.{k}")), m))?;
+        let server_tls = match d.server_tls {
+            None => ServerTls {
+                mode: crate::tls::ServerTlsMode::Prefer,
+                ca: None,
+            },
+            Some(t) => ServerTls {
+                mode: t.mode.unwrap_or(crate::tls::ServerTlsMode::Prefer),
+                ca: t.ca.as_deref().map(abs),
+            },
+        };
+        crate::tls::connector(server_tls.mode, server_tls.ca.as_deref())
+            .map_err(|m| invalid(line, &key("server_tls"), m))?;
         databases.push(DatabaseConfig {
+            server_tls,
             dbname: d.dbname.unwrap_or_else(|| d.name.clone()),
             port: d.port.unwrap_or(match d.protocol {
                 Protocol::Postgres => 5432,
@@ -773,6 +936,10 @@ fn resolve_pool(
             .max_prepared_statements
             .or(base.max_prepared_statements)
             .unwrap_or(200),
+        on_session_state: over
+            .on_session_state
+            .or(base.on_session_state)
+            .unwrap_or(SessionStatePolicy::Pin),
     })
 }
 

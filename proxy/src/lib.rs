@@ -38,6 +38,7 @@ pub mod listener;
 pub mod pool;
 pub mod postgres;
 pub mod stats;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +75,13 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// When the proxy started.
     pub started: SystemTime,
+    /// State of the admin port (metrics recorder, SHOW STATS averages),
+    /// set once by `admin::start_background`.
+    pub admin: std::sync::OnceLock<Arc<crate::admin::AdminState>>,
+    /// TLS acceptor for PostgreSQL clients (rebuilt on RELOAD).
+    pub pg_tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
+    /// Secrets of users found through `postgres.auth_query`, cached briefly.
+    pub auth_cache: auth::AuthCache,
 }
 
 impl std::fmt::Debug for Shared {
@@ -150,7 +158,13 @@ impl Proxy {
             hard: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: SystemTime::now(),
+            admin: std::sync::OnceLock::new(),
+            pg_tls: ArcSwap::from_pointee(None),
+            auth_cache: auth::AuthCache::default(),
         });
+        shared
+            .pg_tls
+            .store(Arc::new(build_pg_tls(&shared.config.load())));
         shared.tasks.spawn(listener::accept_loop(
             shared.clone(),
             pg_listener,
@@ -261,8 +275,24 @@ impl Shared {
     }
 }
 
+fn build_pg_tls(cfg: &Config) -> Option<tokio_rustls::TlsAcceptor> {
+    let t = cfg.postgres.tls.as_ref()?;
+    if t.mode == config::ClientTlsMode::Disable {
+        return None;
+    }
+    match tls::acceptor(&t.cert, &t.key) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::error!(error = %e, "TLS for clients disabled: cannot load certificate");
+            None
+        }
+    }
+}
+
 /// Swaps in a new configuration: users, pools and insight settings.
 pub(crate) fn apply_config(shared: &Shared, new: Config) {
+    shared.pg_tls.store(Arc::new(build_pg_tls(&new)));
+    shared.auth_cache.clear();
     let users = Users::from_config(&new, Some(&shared.users.load()));
     shared.insight.reconfigure(&new.insight);
     shared.users.store(Arc::new(users));

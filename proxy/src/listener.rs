@@ -56,9 +56,14 @@ pub enum Service {
     Admin,
 }
 
-/// Accepts connections until the proxy drains.
+/// Accepts connections until the proxy drains (PostgreSQL) or until the
+/// grace period ends (admin: /readyz must answer 503 while draining, and
+/// operators keep their console during a graceful shutdown).
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, service: Service) {
-    let drain = shared.drain.clone();
+    let drain = match service {
+        Service::Admin => shared.hard.clone(),
+        _ => shared.drain.clone(),
+    };
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {

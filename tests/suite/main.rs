@@ -15,3 +15,5 @@ mod auth;
 mod session_state;
 // Cancel, disconnects mid-transaction, shutdown, bad input.
 mod lifecycle;
+// Drop-in for drivers: prepared statements, TLS, auth_query, session pinning.
+mod dropin;

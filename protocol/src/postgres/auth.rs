@@ -233,7 +233,7 @@ impl ScramKeys {
             pbkdf2::PBKDF2_HMAC_SHA256,
             iterations,
             salt,
-            prepared_password(password),
+            &prepared_password(password),
             &mut salted_password,
         );
         Self {
@@ -246,13 +246,18 @@ impl ScramKeys {
 /// The bytes PostgreSQL hashes for `password`: SASLprep for ASCII (the
 /// identity), raw UTF-8 for anything else. See the module documentation for
 /// where that differs from PostgreSQL and why.
-fn prepared_password(password: &str) -> &[u8] {
-    // PostgreSQL's pg_saslprep returns a pure-ASCII string unchanged. For
-    // non-ASCII input the correct result needs NFKC; until the `stringprep`
-    // crate is a dependency the raw bytes are used, which is what PostgreSQL
-    // does whenever SASLprep fails and equals SASLprep's output whenever
-    // SASLprep would not change the string.
-    password.as_bytes()
+fn prepared_password(password: &str) -> std::borrow::Cow<'_, [u8]> {
+    // PostgreSQL's pg_saslprep: ASCII passwords pass unchanged; otherwise
+    // SASLprep (RFC 4013), falling back to the raw bytes when the password
+    // is not valid under SASLprep (prohibited or unassigned characters).
+    if password.is_ascii() {
+        return std::borrow::Cow::Borrowed(password.as_bytes());
+    }
+    match stringprep::saslprep(password) {
+        Ok(std::borrow::Cow::Borrowed(s)) => std::borrow::Cow::Borrowed(s.as_bytes()),
+        Ok(std::borrow::Cow::Owned(s)) => std::borrow::Cow::Owned(s.into_bytes()),
+        Err(_) => std::borrow::Cow::Borrowed(password.as_bytes()),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1410,6 +1415,24 @@ mod tests {
             client.server_first(RFC_SERVER_FIRST.as_bytes()).unwrap();
             let _ = client.server_final(&msg);
             let _ = ScramVerifier::parse(&String::from_utf8_lossy(&msg));
+        }
+    }
+
+    #[test]
+    fn saslprep_maps_non_ascii_passwords_like_postgresql() {
+        let salt = b"0123456789abcdef";
+        // Soft hyphen is mapped to nothing, no-break space to space, the
+        // ligature is NFKC-normalised: PostgreSQL stores these as shown.
+        for (given, stored) in [
+            ("pen\u{00AD}cil", "pencil"),
+            ("\u{00A0}pencil", " pencil"),
+            ("\u{FB01}sh", "fish"),
+        ] {
+            assert_eq!(
+                ScramVerifier::from_password(given, salt, 4096),
+                ScramVerifier::from_password(stored, salt, 4096),
+                "{given:?}"
+            );
         }
     }
 }

@@ -167,6 +167,11 @@ pub fn unix_us(t: SystemTime) -> i64 {
 }
 
 impl ServerInfo {
+    /// Facts for a connection outside any pool (auth_query lookups).
+    pub fn detached() -> Arc<Self> {
+        Arc::new(Self::new(0))
+    }
+
     fn new(generation: u64) -> Self {
         let now = SystemTime::now();
         ServerInfo {
@@ -450,6 +455,13 @@ impl<S: PooledServer> Pool<S> {
             }
             notified.await;
         }
+    }
+
+    /// Stops lending and closes idle servers without waiting for lent ones
+    /// (a pool created while its database is paused starts this way).
+    pub fn pause_now(&self) {
+        let closed = self.lock().pause();
+        self.close_all(closed);
     }
 
     /// RESUME after PAUSE.

@@ -55,17 +55,62 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
         out: BytesMut::with_capacity(512),
     };
     let hard = shared.hard.clone();
-    let startup = tokio::select! {
-        r = tokio::time::timeout(LOGIN_TIMEOUT, first_packets(&shared, &mut conn)) => match r {
-            Ok(Ok(Some(s))) => s,
-            Ok(Ok(None)) | Ok(Err(Rejected)) => return,
-            Err(_) => {
-                conn.fatal("08P01", "login timed out: no startup packet within 60 s", None).await;
-                return;
+    let startup = loop {
+        let first = tokio::select! {
+            r = tokio::time::timeout(LOGIN_TIMEOUT, first_packets(&shared, &mut conn)) => match r {
+                Ok(Ok(f)) => f,
+                Ok(Err(Rejected)) => return,
+                Err(_) => {
+                    conn.fatal("08P01", "login timed out: no startup packet within 60 s", None).await;
+                    return;
+                }
+            },
+            _ = hard.cancelled() => return,
+        };
+        match first {
+            First::Startup(s) => break s,
+            First::Done => return,
+            First::StartTls => {
+                if !conn.buf.is_empty() {
+                    // Bytes sent after SSLRequest but before the handshake
+                    // could be injected by a man in the middle.
+                    conn.fatal("08P01", "unexpected data after SSLRequest", None)
+                        .await;
+                    return;
+                }
+                let Some(acceptor) = (**shared.pg_tls.load()).clone() else {
+                    return;
+                };
+                let Stream::Plain(tcp) = conn.stream else {
+                    return;
+                };
+                match tokio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => conn.stream = Stream::TlsServer(Box::new(tls)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                }
             }
-        },
-        _ = hard.cancelled() => return,
+        }
     };
+    let tls_required = shared
+        .config
+        .load()
+        .postgres
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.mode == crate::config::ClientTlsMode::Require);
+    if tls_required && !conn.stream.is_tls() {
+        conn.fatal(
+            "28000",
+            "sqlmux requires TLS for this connection (postgres.tls.mode = \"require\")",
+            Some("connect with sslmode=require or stronger"),
+        )
+        .await;
+        return;
+    }
 
     // From here on the client is visible in SHOW CLIENTS.
     let key = new_cancel_key(&shared);
@@ -172,15 +217,35 @@ impl Conn {
     }
 }
 
-/// Reads the first packets: declines encryption requests, forwards cancel
+/// What the first packets asked for.
+enum First {
+    /// A StartupMessage.
+    Startup(Startup),
+    /// Upgrade to TLS now ('S' already sent, or direct TLS).
+    StartTls,
+    /// Nothing more to do (cancel handled, client gone).
+    Done,
+}
+
+/// Reads the first packets: answers encryption requests, forwards cancel
 /// requests, and returns the StartupMessage.
-async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<Option<Startup>, Rejected> {
+async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<First, Rejected> {
+    let tls_available = shared.pg_tls.load().is_some();
+    if conn.buf.is_empty() && !conn.stream.is_tls() {
+        // PostgreSQL 17 direct TLS starts with a ClientHello (0x16).
+        let mut first = [0u8; 1];
+        if let Ok(1) = conn.stream.tcp().peek(&mut first).await
+            && first[0] == 0x16
+        {
+            return Ok(if tls_available {
+                First::StartTls
+            } else {
+                First::Done
+            });
+        }
+    }
     loop {
         let packet = loop {
-            if conn.buf.first() == Some(&0x16) {
-                // TLS ClientHello without SSLRequest (direct TLS): not configured.
-                return Ok(None);
-            }
             match startup::decode(&mut conn.buf) {
                 Ok(Some(p)) => break p,
                 Ok(None) => {}
@@ -191,20 +256,25 @@ async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<Option<Startu
                 }
             }
             match conn.stream.read_buf(&mut conn.buf).await {
-                Ok(0) | Err(_) => return Ok(None),
+                Ok(0) | Err(_) => return Ok(First::Done),
                 Ok(_) => {}
             }
         };
         match packet {
+            StartupPacket::SslRequest if tls_available && !conn.stream.is_tls() => {
+                conn.out.extend_from_slice(b"S");
+                conn.flush().await?;
+                return Ok(First::StartTls);
+            }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 conn.out.extend_from_slice(b"N");
                 conn.flush().await?;
             }
             StartupPacket::CancelRequest { pid, secret } => {
                 forward_cancel(shared, pid, &secret).await;
-                return Ok(None);
+                return Ok(First::Done);
             }
-            StartupPacket::Startup(s) => return Ok(Some(s)),
+            StartupPacket::Startup(s) => return Ok(First::Startup(s)),
         }
     }
 }
@@ -355,15 +425,26 @@ async fn login(
     };
 
     // Authenticate.
-    let auth_user = users.get(&user).cloned();
-    let Some(auth_user) = auth_user else {
-        conn.fatal(
-            "28000",
-            &format!("no such user \"{user}\" in sqlmux"),
-            Some("add a [[users]] entry for this user"),
-        )
-        .await;
-        return Err(Rejected);
+    let auth_user = match users.get(&user).cloned() {
+        Some(u) => u,
+        None if cfg.postgres.auth_user.is_some() => {
+            match lookup_user(shared, &cfg, &users, &db, &user).await {
+                Ok(u) => u,
+                Err((code, msg)) => {
+                    conn.fatal(code, &msg, None).await;
+                    return Err(Rejected);
+                }
+            }
+        }
+        None => {
+            conn.fatal(
+                "28000",
+                &format!("no such user \"{user}\" in sqlmux"),
+                Some("add a [[users]] entry for this user, or configure postgres.auth_user to look users up on the server"),
+            )
+            .await;
+            return Err(Rejected);
+        }
     };
     authenticate(conn, &auth_user, cfg.postgres.auth).await?;
     message::auth_ok(&mut conn.out);
@@ -387,18 +468,10 @@ async fn login(
         }
     }
 
-    let Some(login) = pools::server_login(db, &users, &user) else {
-        conn.fatal(
-            "28000",
-            &format!("no server credentials for user \"{user}\""),
-            None,
-        )
-        .await;
-        return Err(Rejected);
-    };
+    let login = pools::server_login_for(&db, &auth_user);
     let entry = shared
         .pg_pools
-        .get_or_create(&cfg, &shared.insight, db, login);
+        .get_or_create(&cfg, &shared.insight, &db, login);
     shared.insight.tag(&db.name, &entry.pool.key.user);
     entry.pool.stats.add(crate::stats::Stat::ClientLogins, 1);
 
@@ -597,6 +670,78 @@ async fn learn_parameters(
     lease.set_reusable(true);
     drop(lease);
     Ok(())
+}
+
+/// Finds the secret of a user missing from `[[users]]` on the server,
+/// through `postgres.auth_user` and `postgres.auth_query` (cached for
+/// [`crate::auth::AUTH_CACHE_TTL`]). Never logs the secret.
+async fn lookup_user(
+    shared: &Arc<Shared>,
+    cfg: &crate::config::Config,
+    users: &crate::auth::Users,
+    db: &crate::config::DatabaseConfig,
+    user: &str,
+) -> Result<Arc<AuthUser>, (&'static str, String)> {
+    if let Some(u) = shared.auth_cache.get(&db.name, user) {
+        return Ok(u);
+    }
+    let auth_name = cfg.postgres.auth_user.as_deref().unwrap_or_default();
+    let Some(auth) = users.get(auth_name).cloned() else {
+        return Err((
+            "28000",
+            format!(
+                "postgres.auth_user \"{auth_name}\" has no [[users]] entry; sqlmux cannot look up user \"{user}\""
+            ),
+        ));
+    };
+    let connector = server::PgConnector {
+        host: db.host.clone(),
+        port: db.port,
+        dbname: cfg
+            .postgres
+            .auth_dbname
+            .clone()
+            .unwrap_or_else(|| db.dbname.clone()),
+        login: server::ServerLogin::ClientUser(auth),
+        timeout: cfg.general.server_connect_timeout,
+        tls: crate::tls::connector(db.server_tls.mode, db.server_tls.ca.as_deref()),
+        tls_mode: db.server_tls.mode,
+    };
+    let mut server = connector.connect_once().await.map_err(|e| {
+        (
+            "08006",
+            format!("cannot look up user \"{user}\": {}", e.message),
+        )
+    })?;
+    let mut literal = String::new();
+    params::quote_literal(&mut literal, user);
+    let sql = cfg.postgres.auth_query.replace("$1", &literal);
+    let rows = tokio::time::timeout(
+        cfg.general.server_connect_timeout,
+        session::query_rows(&mut server, &sql, cfg.general.max_message_size),
+    )
+    .await
+    .map_err(|_| ("08006", format!("looking up user \"{user}\" timed out")))?
+    .map_err(|e| ("08006", format!("looking up user \"{user}\" failed: {e}")))?
+    .map_err(|e| ("28000", format!("postgres.auth_query failed: {e}")))?;
+    let Some(row) = rows.into_iter().next() else {
+        return Err((
+            "28000",
+            format!(
+                "no such user \"{user}\" (not in [[users]] and not found by postgres.auth_query)"
+            ),
+        ));
+    };
+    let Some(secret) = row.get(1).cloned().flatten() else {
+        return Err((
+            "28P01",
+            format!(
+                "password authentication failed for user \"{user}\": the server has no password for this user"
+            ),
+        ));
+    };
+    tracing::debug!(user, database = %db.name, "user found through auth_query");
+    Ok(shared.auth_cache.put(&db.name, user, &secret))
 }
 
 /// Runs the configured authentication exchange.

@@ -43,6 +43,15 @@ impl std::fmt::Debug for PgPoolEntry {
 #[derive(Debug, Default)]
 pub struct PgPools {
     map: RwLock<HashMap<(String, String), Arc<PgPoolEntry>>>,
+    paused: RwLock<Paused>,
+}
+
+/// Databases held by the admin PAUSE (or KILL): pools created while their
+/// database is paused start paused.
+#[derive(Debug, Default)]
+struct Paused {
+    all: bool,
+    databases: std::collections::HashSet<String>,
 }
 
 /// The server login for a client of `db`: the database's own user, or the
@@ -57,12 +66,25 @@ pub fn server_login(db: &DatabaseConfig, users: &Users, client_user: &str) -> Op
     }
 }
 
+/// Like [`server_login`], for a user known from `[[users]]` or found
+/// through `auth_query`.
+pub fn server_login_for(db: &DatabaseConfig, user: &Arc<crate::auth::AuthUser>) -> ServerLogin {
+    match &db.user {
+        Some(u) => ServerLogin::Configured {
+            user: u.clone(),
+            password: db.password.clone(),
+        },
+        None => ServerLogin::ClientUser(user.clone()),
+    }
+}
+
 fn same_target(a: &DatabaseConfig, b: &DatabaseConfig) -> bool {
     a.host == b.host
         && a.port == b.port
         && a.dbname == b.dbname
         && a.user == b.user
         && a.password == b.password
+        && a.server_tls == b.server_tls
 }
 
 impl PgPools {
@@ -93,6 +115,8 @@ impl PgPools {
             dbname: db.dbname.clone(),
             login: login.clone(),
             timeout: cfg.general.server_connect_timeout,
+            tls: crate::tls::connector(db.server_tls.mode, db.server_tls.ca.as_deref()),
+            tls_mode: db.server_tls.mode,
         };
         let pool_key = PoolKey {
             database: db.name.as_str().into(),
@@ -105,6 +129,9 @@ impl PgPools {
             welcome: Mutex::new(None),
             canonical: Mutex::new(HashMap::new()),
         });
+        if self.is_paused(&db.name) {
+            entry.pool.pause_now();
+        }
         tracing::debug!(database = %db.name, user = %login.user(), size = db.pool.size, "pool created");
         map.insert(key, entry.clone());
         entry
@@ -135,7 +162,7 @@ impl PgPools {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, e| {
             match cfg.database(&e.db.name) {
-                Some(db) if same_target(db, &e.db) => {
+                Some(db) if same_target(&db, &e.db) => {
                     e.pool.reconfigure(db.pool.clone());
                     true
                 }
@@ -165,6 +192,37 @@ impl PgPools {
                 self.get_or_create(cfg, insight, db, login);
             }
         }
+    }
+
+    /// Marks `database` (every database when `None`) paused or resumed for
+    /// pools created from now on; the caller pauses or resumes the existing
+    /// pools. Resuming every database also clears single-database pauses.
+    pub fn set_paused(&self, database: Option<&str>, paused: bool) {
+        let mut p = self.paused.write().unwrap_or_else(|e| e.into_inner());
+        match (database, paused) {
+            (None, true) => p.all = true,
+            (None, false) => {
+                p.all = false;
+                p.databases.clear();
+            }
+            (Some(db), true) => {
+                p.databases.insert(db.to_owned());
+            }
+            (Some(db), false) => {
+                p.databases.remove(db);
+            }
+        }
+    }
+
+    /// True when pools of `database` are held by PAUSE.
+    pub fn is_paused(&self, database: &str) -> bool {
+        let p = self.paused.read().unwrap_or_else(|e| e.into_inner());
+        p.all || p.databases.contains(database)
+    }
+
+    /// True when the whole proxy is paused (PAUSE without a database).
+    pub fn all_paused(&self) -> bool {
+        self.paused.read().unwrap_or_else(|e| e.into_inner()).all
     }
 
     /// Drops retired pools that no client uses any more.

@@ -154,6 +154,11 @@ pub struct PgConnector {
     pub login: ServerLogin,
     /// Limit for connect + login.
     pub timeout: Duration,
+    /// TLS towards the server (Ok(None) = plain; Err = the TLS settings
+    /// could not be loaded, so no connection is attempted).
+    pub tls: Result<Option<tokio_rustls::TlsConnector>, String>,
+    /// The configured TLS mode.
+    pub tls_mode: crate::tls::ServerTlsMode,
 }
 
 impl Connector<PgServer> for PgConnector {
@@ -163,9 +168,18 @@ impl Connector<PgServer> for PgConnector {
         let dbname = self.dbname.clone();
         let login = self.login.clone();
         let timeout = self.timeout;
+        let tls = self.tls.clone().map(|c| c.map(|c| (c, self.tls_mode)));
         Box::pin(async move {
             let target = format!("{host}:{port}");
-            match tokio::time::timeout(timeout, connect(&host, port, &dbname, &login, info)).await {
+            let tls = tls.map_err(|e| ConnectError {
+                sqlstate: "08006",
+                message: format!(
+                    "cannot connect to server {target}: server TLS settings unusable: {e}"
+                ),
+            })?;
+            match tokio::time::timeout(timeout, connect(&host, port, &dbname, &login, tls, info))
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(ConnectError {
                     sqlstate: "08006",
@@ -176,6 +190,13 @@ impl Connector<PgServer> for PgConnector {
                 }),
             }
         })
+    }
+}
+
+impl PgConnector {
+    /// Opens one connection outside any pool (auth_query lookups).
+    pub async fn connect_once(&self) -> Result<PgServer, ConnectError> {
+        Connector::connect(self, ServerInfo::detached()).await
     }
 }
 
@@ -191,6 +212,7 @@ async fn connect(
     port: u16,
     dbname: &str,
     login: &ServerLogin,
+    tls: Option<(tokio_rustls::TlsConnector, crate::tls::ServerTlsMode)>,
     info: Arc<ServerInfo>,
 ) -> Result<PgServer, ConnectError> {
     let target = format!("{host}:{port}");
@@ -207,7 +229,11 @@ async fn connect(
     );
     *info.addr.lock().unwrap_or_else(|e| e.into_inner()) = tcp.peer_addr().ok();
     *info.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = tcp.local_addr().ok();
-    let mut stream = Stream::Plain(tcp);
+    let mut stream = match tls {
+        None => Stream::Plain(tcp),
+        Some((connector, mode)) => negotiate_tls(tcp, host, &target, connector, mode).await?,
+    };
+    *info.tls.lock().unwrap_or_else(|e| e.into_inner()) = stream.tls_description();
 
     let user = login.user();
     let mut out = BytesMut::with_capacity(256);
@@ -223,10 +249,16 @@ async fn connect(
     let mut cancel_pid = 0;
     let mut cancel_secret = Vec::new();
     let login_failed = |code: &str, msg: &str| ConnectError {
-        sqlstate: if code.starts_with("28") {
-            "08004"
-        } else {
-            "08006"
+        // The server's own reason where clients act on it, else a
+        // connection failure.
+        sqlstate: match code {
+            "28P01" => "28P01",
+            "28000" => "28000",
+            "3D000" => "3D000",
+            "53300" => "53300",
+            "57P03" => "57P03",
+            "42501" => "42501",
+            _ => "08006",
         },
         message: format!(
             "server login as user \"{user}\" to database \"{dbname}\" at {target} failed: {msg} (SQLSTATE {code})"
@@ -359,6 +391,56 @@ async fn connect(
         prepared: Default::default(),
         info,
     })
+}
+
+/// Sends SSLRequest and upgrades when the server agrees.
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    host: &str,
+    target: &str,
+    connector: tokio_rustls::TlsConnector,
+    mode: crate::tls::ServerTlsMode,
+) -> Result<Stream, ConnectError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = BytesMut::with_capacity(8);
+    message::ssl_request(&mut req);
+    tcp.write_all(&req)
+        .await
+        .map_err(|e| connect_error(target, e))?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)
+        .await
+        .map_err(|e| connect_error(target, e))?;
+    match answer[0] {
+        b'S' => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+                connect_error(target, format!("invalid TLS server name {host:?}: {e}"))
+            })?;
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ConnectError {
+                    sqlstate: "08006",
+                    message: format!(
+                        "TLS handshake with server {target} failed (server_tls.mode = {}): {e}",
+                        mode.as_str()
+                    ),
+                })?;
+            Ok(Stream::TlsClient(Box::new(tls)))
+        }
+        b'N' if mode == crate::tls::ServerTlsMode::Prefer => Ok(Stream::Plain(tcp)),
+        b'N' => Err(ConnectError {
+            sqlstate: "08001",
+            message: format!(
+                "server {target} does not support TLS but server_tls.mode = {}; enable ssl on the server or use mode = \"prefer\"",
+                mode.as_str()
+            ),
+        }),
+        other => Err(connect_error(
+            target,
+            format!("unexpected answer {:?} to SSLRequest", other as char),
+        )),
+    }
 }
 
 fn plain_password(login: &ServerLogin) -> Option<String> {

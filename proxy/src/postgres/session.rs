@@ -35,7 +35,7 @@ use sqlmux_protocol::sql::{self, Analysis, Dialect, Effects, Fingerprint, Kind, 
 
 use crate::Shared;
 use crate::client::{ClientInfo, ClientState, PinReason};
-use crate::config::{LeakAction, PoolMode};
+use crate::config::{LeakAction, PoolMode, SessionStatePolicy};
 use crate::insight::{LeakId, LeakState, SessionInsight};
 use crate::io::{self, Stream};
 use crate::pool::{CheckoutError, Lease, PooledServer, unix_us};
@@ -154,6 +154,38 @@ pub(crate) struct Session {
     max_prepared: usize,
     /// An error sqlmux produced: ignore client messages until Sync.
     skip_until_sync: bool,
+    /// Reasons (PIN_* bits) the client holds its server.
+    pins: u8,
+    /// Pin bits cleared by statements of the current transaction.
+    pending_unpin: u8,
+    /// `pool.on_session_state`.
+    session_policy: SessionStatePolicy,
+}
+
+const PIN_LISTEN: u8 = 1;
+const PIN_ADVISORY: u8 = 2;
+const PIN_TEMP: u8 = 4;
+const PIN_PREPARE: u8 = 8;
+const PIN_HOLD: u8 = 16;
+const PIN_OTHER: u8 = 32;
+
+/// The reason shown for a set of pin bits (the first one).
+fn pin_reason(bits: u8) -> PinReason {
+    if bits & PIN_LISTEN != 0 {
+        PinReason::Listen
+    } else if bits & PIN_ADVISORY != 0 {
+        PinReason::AdvisoryLock
+    } else if bits & PIN_TEMP != 0 {
+        PinReason::TempTable
+    } else if bits & PIN_PREPARE != 0 {
+        PinReason::SqlPrepare
+    } else if bits & PIN_HOLD != 0 {
+        PinReason::HoldCursor
+    } else if bits != 0 {
+        PinReason::Other
+    } else {
+        PinReason::None
+    }
 }
 
 impl Session {
@@ -206,11 +238,14 @@ impl Session {
             rewrite: false,
             max_prepared: 0,
             skip_until_sync: false,
+            pins: 0,
+            pending_unpin: 0,
+            session_policy: SessionStatePolicy::Pin,
         }
     }
 
     fn hold_lease(&self) -> bool {
-        self.pin != PinReason::None
+        self.pin == PinReason::SessionMode || self.pins != 0
     }
 
     /// Sends an error to the client and flushes (best effort).
@@ -234,6 +269,7 @@ impl Session {
             self.info.set_pin(PinReason::SessionMode);
         }
         self.max_prepared = pool_cfg.max_prepared_statements;
+        self.session_policy = pool_cfg.on_session_state;
         self.rewrite = pool_cfg.mode == PoolMode::Transaction && self.max_prepared > 0;
         let end = self.transaction_loop().await;
         self.finish(end).await;
@@ -467,14 +503,14 @@ impl Session {
         let Some(db) = cfg.database(&self.entry.db.name) else {
             return;
         };
-        let Some(login) = crate::postgres::pools::server_login(db, &users, &self.info.user())
+        let Some(login) = crate::postgres::pools::server_login(&db, &users, &self.info.user())
         else {
             return;
         };
         let entry = self
             .shared
             .pg_pools
-            .get_or_create(&cfg, &self.shared.insight, db, login);
+            .get_or_create(&cfg, &self.shared.insight, &db, login);
         entry.pool.clients.fetch_add(1, Ordering::Relaxed);
         self.entry.pool.clients.fetch_sub(1, Ordering::Relaxed);
         self.entry = entry;
@@ -534,6 +570,18 @@ impl Session {
             let server = self.lease.as_mut().map(|l| l.server());
             apply_pending(&mut self.params, pending, server);
         }
+        if !self.rollback_seen && self.pending_unpin != 0 {
+            self.pins &= !self.pending_unpin;
+            if self.pins == 0 && self.pin != PinReason::SessionMode {
+                tracing::debug!(client.addr = %self.info.addr, "client unpinned");
+                self.pin = PinReason::None;
+                self.info.set_pin(PinReason::None);
+            } else if self.pin != PinReason::SessionMode {
+                self.pin = pin_reason(self.pins);
+                self.info.set_pin(self.pin);
+            }
+        }
+        self.pending_unpin = 0;
         self.rollback_seen = false;
         if self.hold_lease() {
             // Still leased: flush counters per transaction anyway.
@@ -956,6 +1004,13 @@ impl Session {
                 let sql = message::decode_query(body)
                     .ok_or_else(|| bad_client("malformed Query message"))?;
                 let a = self.analyze(sql);
+                if let Some(msg) = self.session_state_policy(&a) {
+                    self.push_local(Local::QueryError {
+                        code: "0A000",
+                        message: msg.into(),
+                    });
+                    return Ok(false);
+                }
                 self.after_analysis(&a, sql, true);
                 if self.rewrite
                     && a.effects
@@ -977,6 +1032,10 @@ impl Session {
                 let p = message::decode_parse(body)
                     .ok_or_else(|| bad_client("malformed Parse message"))?;
                 let a = self.analyze(p.query);
+                if let Some(msg) = self.session_state_policy(&a) {
+                    self.local_error("0A000", msg);
+                    return Ok(false);
+                }
                 self.after_analysis(&a, p.query, false);
                 let info = StmtInfo {
                     fp: a.fingerprint,
@@ -1213,6 +1272,18 @@ impl Session {
                     message::error_response(&mut self.cout, Severity::Error, code, &m, None, None);
                     self.q.skip_to_sync(|_| {});
                 }
+                Local::QueryError { code, message: m } => {
+                    message::error_response(&mut self.cout, Severity::Error, code, &m, None, None);
+                    message::ready_for_query(
+                        &mut self.cout,
+                        if self.txn_status == b'I' { b'I' } else { b'E' },
+                    );
+                    self.finish_query(self.now);
+                    if self.q.is_empty() && self.txn_status == b'I' {
+                        self.query_started = None;
+                        self.ready_idle = true;
+                    }
+                }
                 Local::QueryDone(tag) => {
                     message::command_complete(&mut self.cout, &tag);
                     message::ready_for_query(&mut self.cout, self.txn_status);
@@ -1314,25 +1385,77 @@ impl Session {
         if e.any(Effects::RESET_ALL | Effects::DISCARD_ALL) {
             self.pending_sets.push(PendingSet::ResetAll);
         }
-        let pin = if e.any(Effects::LISTEN) {
-            PinReason::Listen
-        } else if e.any(Effects::ADVISORY_LOCK) {
-            PinReason::AdvisoryLock
-        } else if e.any(Effects::TEMP_TABLE) {
-            PinReason::TempTable
-        } else if e.any(Effects::PREPARE) {
-            PinReason::SqlPrepare
-        } else if e.any(Effects::WITH_HOLD) {
-            PinReason::HoldCursor
-        } else if e.any(Effects::LOAD) {
-            PinReason::Other
-        } else {
-            PinReason::None
-        };
-        if pin != PinReason::None && self.pin == PinReason::None {
-            tracing::debug!(client.addr = %self.info.addr, reason = pin.as_str(), "client pinned to its server");
-            self.pin = pin;
-            self.info.set_pin(pin);
+        // State that clears pins once the transaction commits.
+        let mut clears = 0u8;
+        if e.any(Effects::UNLISTEN_ALL) {
+            clears |= PIN_LISTEN;
+        }
+        if e.any(Effects::ADVISORY_UNLOCK_ALL) {
+            clears |= PIN_ADVISORY;
+        }
+        if e.any(Effects::DISCARD_TEMP) {
+            clears |= PIN_TEMP;
+        }
+        if e.any(Effects::DEALLOCATE_ALL) {
+            clears |= PIN_PREPARE;
+        }
+        if e.any(Effects::DISCARD_ALL) {
+            clears = u8::MAX;
+        }
+        if clears != 0 {
+            self.pending_unpin |= clears;
+        }
+    }
+
+    /// Session state in `a` that cannot follow the client to another
+    /// server, as pin bits (0 = none).
+    fn session_state_bits(a: &Analysis) -> u8 {
+        let e = a.effects;
+        let mut bits = 0;
+        if e.any(Effects::LISTEN) {
+            bits |= PIN_LISTEN;
+        }
+        if e.any(Effects::ADVISORY_LOCK) {
+            bits |= PIN_ADVISORY;
+        }
+        if e.any(Effects::TEMP_TABLE) {
+            bits |= PIN_TEMP;
+        }
+        if e.any(Effects::PREPARE) {
+            bits |= PIN_PREPARE;
+        }
+        if e.any(Effects::WITH_HOLD) {
+            bits |= PIN_HOLD;
+        }
+        if e.any(Effects::LOAD) {
+            bits |= PIN_OTHER;
+        }
+        bits
+    }
+
+    /// Applies `pool.on_session_state` to a statement. Returns an error
+    /// message when the statement must be refused.
+    fn session_state_policy(&mut self, a: &Analysis) -> Option<String> {
+        let bits = Self::session_state_bits(a);
+        if bits == 0 || self.pin == PinReason::SessionMode {
+            return None;
+        }
+        match self.session_policy {
+            SessionStatePolicy::Ignore => None,
+            SessionStatePolicy::Error => Some(format!(
+                "{} is not supported in transaction pooling mode (pool.on_session_state = \"error\"): the server would be shared with other clients",
+                pin_reason(bits).as_str().replace('_', " ")
+            )),
+            SessionStatePolicy::Pin => {
+                if self.pins == 0 {
+                    let reason = pin_reason(bits);
+                    tracing::debug!(client.addr = %self.info.addr, reason = reason.as_str(), "client pinned to its server");
+                    self.pin = reason;
+                    self.info.set_pin(reason);
+                }
+                self.pins |= bits;
+                None
+            }
         }
     }
 
@@ -1718,6 +1841,75 @@ pub(crate) async fn run_simple(
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
+}
+
+/// Runs a simple query and returns its rows as text (NULL = None), or the
+/// server's error message.
+pub(crate) async fn query_rows(
+    server: &mut PgServer,
+    sql: &str,
+    max_msg: u32,
+) -> std::io::Result<Result<Vec<Vec<Option<String>>>, String>> {
+    let mut out = BytesMut::with_capacity(sql.len() + 8);
+    message::query(&mut out, sql);
+    server.stream.write_all_clear(&mut out).await?;
+    let mut rows = Vec::new();
+    let mut error = None;
+    loop {
+        while let Some((h, body)) = frame::complete_frame(&server.buf, max_msg)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+        {
+            let len = h.frame_len();
+            match h.tag {
+                b'D' => rows.push(decode_data_row(body).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed DataRow")
+                })?),
+                b'E' => {
+                    let f = message::decode_error_fields(body).unwrap_or_default();
+                    error.get_or_insert_with(|| format!("{} (SQLSTATE {})", f.message, f.code));
+                }
+                b'Z' => {
+                    server.buf.advance(len);
+                    return Ok(match error {
+                        Some(e) => Err(e),
+                        None => Ok(rows),
+                    });
+                }
+                _ => {}
+            }
+            server.buf.advance(len);
+        }
+        if server.stream.read_buf(&mut server.buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+fn decode_data_row(mut body: &[u8]) -> Option<Vec<Option<String>>> {
+    if body.len() < 2 {
+        return None;
+    }
+    let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+    body = &body[2..];
+    let mut row = Vec::with_capacity(n);
+    for _ in 0..n {
+        if body.len() < 4 {
+            return None;
+        }
+        let len = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        body = &body[4..];
+        if len < 0 {
+            row.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if body.len() < len {
+            return None;
+        }
+        row.push(Some(String::from_utf8_lossy(&body[..len]).into_owned()));
+        body = &body[len..];
+    }
+    Some(row)
 }
 
 /// Rolls back the open transaction of a leaked session. True when the

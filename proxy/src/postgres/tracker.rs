@@ -48,6 +48,13 @@ pub enum Local {
     /// CommandComplete with this tag, then ReadyForQuery (a Query answered
     /// by sqlmux, e.g. DEALLOCATE of a protocol-level statement).
     QueryDone(Box<str>),
+    /// ErrorResponse then ReadyForQuery (a Query refused by sqlmux).
+    QueryError {
+        /// SQLSTATE.
+        code: &'static str,
+        /// Message.
+        message: Box<str>,
+    },
 }
 
 /// One request awaiting its response.
@@ -106,7 +113,7 @@ impl Req {
                 | Req::Sync
                 | Req::Function
                 | Req::Injected(_)
-                | Req::Local(Local::QueryDone(_))
+                | Req::Local(Local::QueryDone(_) | Local::QueryError { .. })
         )
     }
 }

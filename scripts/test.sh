@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole sqlmux test suite: unit, property and integration tests.
+# The integration tests start their own PostgreSQL and MariaDB servers in
+# temporary directories on free ports; this script installs the server
+# packages first when they are missing (Debian/Ubuntu, needs root or sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing missing packages: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+cargo test --workspace --locked "$@"

@@ -1,0 +1,595 @@
+//! Drop-in behaviour for real drivers: named prepared statements in
+//! transaction mode, TLS on both sides, auth_query, wildcard databases,
+//! and session state that pins a server.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sqlmux_protocol::postgres::frame;
+use sqlmux_protocol::postgres::message;
+use sqlmux_tests::{PgCluster, PgOptions, TlsFiles, psql_command, shared_pg};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{
+    connect_url, err_text, fresh_db, pgbench, run, server_backends, sqlstate, start, start_on,
+    start_trust, trust_db,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_40_clients_over_a_pool_of_4() {
+    let pg = shared_pg();
+    let db = fresh_db(pg, "prep");
+    let (ok, out) = run(
+        pgbench(pg.port(), "postgres", &db, &["-i", "-s", "1", "-q"]),
+        Duration::from_secs(120),
+    );
+    assert!(ok, "{out}");
+    let p = start_trust(&trust_db(&db, "size = 4")).await;
+    let port = p.port;
+    let db2 = db.clone();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        run(
+            pgbench(
+                port,
+                "postgres",
+                &db2,
+                &["-S", "-M", "prepared", "-c", "40", "-j", "2", "-T", "3"],
+            ),
+            Duration::from_secs(120),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("number of failed transactions: 0 "), "{out}");
+    assert!(server_backends(pg, &db) <= 4);
+    // Every server holds the statement under one shared name.
+    let names = pg.psql(
+        &db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+    );
+    assert!(names.trim().parse::<i64>().unwrap() <= 5);
+    p.proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_follow_the_client_across_servers() {
+    let db = fresh_db(shared_pg(), "prepx");
+    let p = start_trust(&trust_db(&db, "size = 2")).await;
+    let c = p.connect("postgres", None, &db).await;
+    let other = p.connect("postgres", None, &db).await;
+    let stmt = c
+        .prepare("SELECT pg_backend_pid(), $1::int4 + 1")
+        .await
+        .unwrap();
+    let mut pids = HashSet::new();
+    for i in 0..20i32 {
+        // `other` takes the server `c` used last (the pool lends the most
+        // recently used one), so `c` lands on the other server each time.
+        if i % 2 == 1 {
+            other.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        }
+        let row = c.query_one(&stmt, &[&i]).await.unwrap();
+        pids.insert(row.get::<_, i32>(0));
+        assert_eq!(row.get::<_, i32>(1), i + 1);
+        if i % 2 == 1 {
+            other.batch_execute("COMMIT").await.unwrap();
+        }
+    }
+    assert_eq!(
+        pids.len(),
+        2,
+        "executions did not spread over both servers ({pids:?})"
+    );
+    p.proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_name_belongs_to_its_client_only() {
+    let db = fresh_db(shared_pg(), "prepiso");
+    let p = start_trust(&trust_db(&db, "size = 1")).await;
+    // tokio-postgres names its first statement "s0" in every connection.
+    let a = p.connect("postgres", None, &db).await;
+    let b = p.connect("postgres", None, &db).await;
+    let sa = a.prepare("SELECT 'from a'::text").await.unwrap();
+    let sb = b.prepare("SELECT 'from b'::text").await.unwrap();
+    for _ in 0..5 {
+        let ra: String = a.query_one(&sa, &[]).await.unwrap().get(0);
+        let rb: String = b.query_one(&sb, &[]).await.unwrap().get(0);
+        assert_eq!((ra.as_str(), rb.as_str()), ("from a", "from b"));
+    }
+    // A raw client using a name another client defined gets "does not exist".
+    let mut raw = RawClient::connect(p.port, &db).await;
+    raw.send(|b| {
+        bind(b, "s0");
+        message::sync(b);
+    })
+    .await;
+    let (tags, err) = raw.until_ready().await;
+    assert_eq!(tags, "EZ");
+    assert_eq!(err.as_deref(), Some("26000"));
+    p.proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_unknown_statement_names_get_postgresql_errors_and_stay_in_sync() {
+    let db = fresh_db(shared_pg(), "prepdup");
+    let p = start_trust(&trust_db(&db, "size = 1")).await;
+    let mut raw = RawClient::connect(p.port, &db).await;
+    raw.send(|b| {
+        message::parse(b, b"q1", b"SELECT 1", &[]);
+        message::sync(b);
+    })
+    .await;
+    assert_eq!(raw.until_ready().await, ("1Z".into(), None));
+    // Duplicate: error, and the rest of the batch up to Sync is skipped.
+    raw.send(|b| {
+        message::parse(b, b"q1", b"SELECT 2", &[]);
+        bind(b, "q1");
+        execute(b);
+        message::sync(b);
+    })
+    .await;
+    assert_eq!(raw.until_ready().await, ("EZ".into(), Some("42P05".into())));
+    // The original statement still works; Close is answered and forgets it.
+    raw.send(|b| {
+        bind(b, "q1");
+        execute(b);
+        message::close(b, b'S', b"q1");
+        message::sync(b);
+    })
+    .await;
+    assert_eq!(raw.until_ready().await, ("2DC3Z".into(), None));
+    raw.send(|b| {
+        bind(b, "q1");
+        message::sync(b);
+    })
+    .await;
+    assert_eq!(raw.until_ready().await, ("EZ".into(), Some("26000".into())));
+    // A failing Parse (bad SQL) reports the server's error, the name stays free.
+    raw.send(|b| {
+        message::parse(b, b"q2", b"SELEC nonsense", &[]);
+        message::sync(b);
+    })
+    .await;
+    assert_eq!(raw.until_ready().await, ("EZ".into(), Some("42601".into())));
+    // SQL-level DEALLOCATE of a protocol statement keeps the map consistent.
+    raw.send(|b| {
+        message::parse(b, b"q3", b"SELECT 3", &[]);
+        message::sync(b);
+    })
+    .await;
+    assert_eq!(raw.until_ready().await, ("1Z".into(), None));
+    raw.send(|b| message::query(b, "DEALLOCATE q3")).await;
+    assert_eq!(raw.until_ready().await, ("CZ".into(), None));
+    raw.send(|b| {
+        message::parse(b, b"q3", b"SELECT 33", &[]);
+        bind(b, "q3");
+        execute(b);
+        message::sync(b);
+    })
+    .await;
+    assert_eq!(raw.until_ready().await, ("12DCZ".into(), None));
+    p.proxy.shutdown_now().await;
+}
+
+/// A minimal protocol client for exercising exact message sequences.
+struct RawClient {
+    tcp: tokio::net::TcpStream,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    async fn connect(port: u16, db: &str) -> RawClient {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut out = BytesMut::new();
+        message::startup(&mut out, &[("user", "postgres"), ("database", db)]);
+        tcp.write_all(&out).await.unwrap();
+        let mut c = RawClient {
+            tcp,
+            buf: BytesMut::new(),
+        };
+        let (tags, err) = c.until_ready().await;
+        assert_eq!(err, None, "login failed: {tags}");
+        c
+    }
+
+    async fn send(&mut self, f: impl FnOnce(&mut BytesMut)) {
+        let mut out = BytesMut::new();
+        f(&mut out);
+        self.tcp.write_all(&out).await.unwrap();
+    }
+
+    /// Message tags up to and including ReadyForQuery (auth and parameter
+    /// messages left out), and the first error's SQLSTATE.
+    async fn until_ready(&mut self) -> (String, Option<String>) {
+        let mut tags = String::new();
+        let mut err = None;
+        loop {
+            while let Some((h, body)) = frame::complete_frame(&self.buf, 1 << 24).unwrap() {
+                let len = h.frame_len();
+                if h.tag == b'E' && err.is_none() {
+                    err = message::decode_error_fields(body).map(|f| f.code.to_owned());
+                }
+                if !matches!(h.tag, b'R' | b'S' | b'K') {
+                    tags.push(h.tag as char);
+                }
+                let done = h.tag == b'Z';
+                let _ = self.buf.split_to(len);
+                if done {
+                    return (tags, err);
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), self.tcp.read_buf(&mut self.buf))
+                .await
+                .expect("answer within 10 s")
+                .unwrap();
+            assert!(n > 0, "connection closed; got {tags}");
+        }
+    }
+}
+
+fn bind(b: &mut BytesMut, stmt: &str) {
+    use bytes::BufMut;
+    b.put_u8(b'B');
+    b.put_u32((4 + 1 + stmt.len() + 1 + 2 + 2 + 2) as u32);
+    b.put_u8(0);
+    b.put_slice(stmt.as_bytes());
+    b.put_u8(0);
+    b.put_u16(0);
+    b.put_u16(0);
+    b.put_u16(0);
+}
+
+fn execute(b: &mut BytesMut) {
+    use bytes::BufMut;
+    b.put_u8(b'E');
+    b.put_u32(4 + 1 + 4);
+    b.put_u8(0);
+    b.put_u32(0);
+}
+
+/// A CA and a leaf certificate for localhost / 127.0.0.1, written to a temp dir.
+struct Certs {
+    dir: PathBuf,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    files: TlsFiles,
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn make_certs() -> Certs {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "sqlmux test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, &ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let dir = std::env::temp_dir().join(crate::common::unique_db("sqlmux_certs"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let files = TlsFiles {
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    };
+    Certs {
+        dir,
+        ca,
+        cert,
+        key,
+        files,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_connects_with_tls_require_and_verify_full_and_plain_is_refused() {
+    let certs = make_certs();
+    let db = fresh_db(shared_pg(), "tlsc");
+    let body = format!("{}", trust_db(&db, "size = 2"));
+    let cfg_tls = format!(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\nauth = \"trust\"\ntls = {{ cert = \"{}\", key = \"{}\", mode = \"require\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        certs.cert.display(),
+        certs.key.display(),
+        body.replace("{pg_port}", &shared_pg().port().to_string())
+    );
+    let cfg = sqlmux::config::Config::parse(&cfg_tls).unwrap();
+    let proxy = sqlmux::Proxy::start(cfg).await.unwrap();
+    let port = proxy.postgres_addr().port();
+    let ca = certs.ca.clone();
+    let db2 = db.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for (mode, host) in [
+            ("require", "127.0.0.1"),
+            ("verify-full", "localhost"),
+            ("verify-full", "127.0.0.1"),
+            ("disable", "127.0.0.1"),
+        ] {
+            let mut cmd = psql_command(port, "postgres", None, &db2);
+            cmd.env("PGSSLMODE", mode)
+                .env("PGSSLROOTCERT", &ca)
+                .env("PGHOST", host);
+            cmd.args([
+                "-h",
+                host,
+                "-c",
+                "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ]);
+            out.push((mode, host, run(cmd, Duration::from_secs(20))));
+        }
+        out
+    })
+    .await
+    .unwrap();
+    for (mode, host, (ok, text)) in &results {
+        if *mode == "disable" {
+            assert!(
+                !ok,
+                "plain connection accepted despite mode=require: {text}"
+            );
+            assert!(text.contains("requires TLS"), "{text}");
+        } else {
+            assert!(ok, "psql sslmode={mode} host={host} failed: {text}");
+            // The server side is plain TCP here: pg_stat_ssl shows sqlmux's own connection.
+            assert!(text.contains('f') || text.contains('t'), "{text}");
+        }
+    }
+    // The client's TLS is visible to the proxy.
+    proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlmux_uses_tls_to_a_server_with_ssl_on() {
+    let certs = make_certs();
+    let pg = PgCluster::start(PgOptions {
+        tls: Some(certs.files.clone()),
+        hba: vec!["hostnossl all all 127.0.0.1/32 reject".into()],
+        ..PgOptions::default()
+    });
+    let server_tls = format!(
+        "server_tls = {{ mode = \"verify-full\", ca = \"{}\" }}",
+        certs.ca.display()
+    );
+    let body = format!(
+        "[[databases]]\nname = \"postgres\"\nhost = \"localhost\"\nport = {{pg_port}}\n{server_tls}\n\n[[users]]\nname = \"postgres\"\n"
+    );
+    let p = start_on(pg.port(), "trust", &body).await;
+    let c = p.connect("postgres", None, "postgres").await;
+    let ssl: bool = c
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "server connection is not encrypted");
+    p.proxy.shutdown_now().await;
+    // require against a server without TLS fails with a clear error.
+    let plain = start_on(
+        shared_pg().port(),
+        "trust",
+        "[[databases]]\nname = \"postgres\"\nhost = \"127.0.0.1\"\nport = {pg_port}\nserver_tls = { mode = \"require\" }\n\n[[users]]\nname = \"postgres\"\n",
+    )
+    .await;
+    let e = connect_url(&plain.url("postgres", None, "postgres"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err_text(&e).contains("does not support TLS"),
+        "{}",
+        err_text(&e)
+    );
+    plain.proxy.shutdown_now().await;
+    // verify-full with a CA that did not sign the server's certificate fails.
+    let other = make_certs();
+    let body = format!(
+        "[[databases]]\nname = \"postgres\"\nhost = \"localhost\"\nport = {{pg_port}}\nserver_tls = {{ mode = \"verify-full\", ca = \"{}\" }}\n\n[[users]]\nname = \"postgres\"\n",
+        other.ca.display()
+    );
+    let p = start_on(pg.port(), "trust", &body).await;
+    let e = connect_url(&p.url("postgres", None, "postgres"))
+        .await
+        .err()
+        .unwrap();
+    assert!(err_text(&e).contains("TLS handshake"), "{}", err_text(&e));
+    p.proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_logs_in_a_user_that_exists_only_on_the_server() {
+    let pg = shared_pg();
+    let role = crate::common::unique_db("aq");
+    pg.create_role(&role, Some("aq-pass"), "scram-sha-256");
+    let body = "[postgres]\n".to_string();
+    let _ = body;
+    let cfg = format!(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\nauth_user = \"postgres\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[databases]]\nname = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\n\n[[users]]\nname = \"postgres\"\n",
+        pg.port()
+    );
+    let proxy = sqlmux::Proxy::start(sqlmux::config::Config::parse(&cfg).unwrap())
+        .await
+        .unwrap();
+    let port = proxy.postgres_addr().port();
+    let url =
+        |pw: &str| format!("host=127.0.0.1 port={port} user={role} dbname=postgres password={pw}");
+    let c = connect_url(&url("aq-pass")).await.unwrap();
+    let who: String = c
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, role);
+    // The server login used the key learned from the client's proof: a second
+    // client through a second server works too.
+    let c2 = connect_url(&url("aq-pass")).await.unwrap();
+    let (r1, r2) = futures::join!(
+        c.simple_query("SELECT pg_sleep(0.2)"),
+        c2.simple_query("SELECT pg_sleep(0.2)")
+    );
+    r1.unwrap();
+    r2.unwrap();
+    let e = connect_url(&url("wrong")).await.err().unwrap();
+    assert_eq!(sqlstate(&e), "28P01");
+    let e = connect_url(&format!(
+        "host=127.0.0.1 port={port} user=nosuchrole dbname=postgres password=x"
+    ))
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(sqlstate(&e), "28000");
+    proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_database_forwards_any_database_name() {
+    let pg = shared_pg();
+    let db1 = fresh_db(pg, "wild");
+    let db2 = fresh_db(pg, "wild");
+    let p = start_trust("[[databases]]\nname = \"*\"\nhost = \"127.0.0.1\"\nport = {pg_port}\n\n[[users]]\nname = \"postgres\"\n").await;
+    for db in [&db1, &db2] {
+        let c = p.connect("postgres", None, db).await;
+        let name: String = c
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(&name, db);
+    }
+    let e = connect_url(&p.url("postgres", None, "no_such_database_anywhere"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(sqlstate(&e), "3D000", "{}", err_text(&e));
+    p.proxy.shutdown_now().await;
+}
+
+fn pinned_reasons(p: &crate::common::TestProxy) -> Vec<String> {
+    p.proxy
+        .shared
+        .clients
+        .all()
+        .iter()
+        .map(|c| c.pin().as_str().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_lock_pins_the_server_and_is_released_at_disconnect() {
+    let db = fresh_db(shared_pg(), "adv");
+    let p = start_trust(&trust_db(&db, "size = 2")).await;
+    let holder = p.connect("postgres", None, &db).await;
+    let other = p.connect("postgres", None, &db).await;
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    holder
+        .simple_query("SELECT pg_advisory_lock(4242)")
+        .await
+        .unwrap();
+    assert_eq!(pinned_reasons(&p), ["advisory_lock"]);
+    // The holder keeps its server for every later transaction.
+    for _ in 0..5 {
+        let (a, b) = futures::join!(
+            holder.query_one("SELECT pg_backend_pid()", &[]),
+            other.query_one("SELECT pg_try_advisory_xact_lock(4242)", &[])
+        );
+        let _ = a.unwrap();
+        assert!(
+            !b.unwrap().get::<_, bool>(0),
+            "lock lost while the holder is connected"
+        );
+    }
+    let now_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let _ = pid;
+    drop(holder);
+    // Released at disconnect (DISCARD ALL), and the server is reused.
+    let pg = shared_pg();
+    crate::common::eventually(Duration::from_secs(5), "lock released", async || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242",
+        )
+        .trim()
+            == "0"
+    })
+    .await;
+    assert!(pinned_reasons(&p).is_empty());
+    let got: bool = other
+        .query_one("SELECT pg_try_advisory_xact_lock(4242)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(got);
+    let _ = now_pid;
+    // The holder's server went back to the pool instead of being closed.
+    assert_eq!(server_backends(pg, &db), 2);
+    p.proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_pins_until_unlisten_and_error_policy_refuses() {
+    let db = fresh_db(shared_pg(), "pinl");
+    let p = start_trust(&trust_db(&db, "size = 2")).await;
+    let c = p.connect("postgres", None, &db).await;
+    c.batch_execute("LISTEN events").await.unwrap();
+    assert_eq!(pinned_reasons(&p), ["listen"]);
+    c.batch_execute("UNLISTEN *").await.unwrap();
+    assert!(pinned_reasons(&p).is_empty(), "UNLISTEN * must unpin");
+    // Temp tables pin too, and survive across transactions.
+    c.batch_execute("CREATE TEMP TABLE scratch (v int); INSERT INTO scratch VALUES (1)")
+        .await
+        .unwrap();
+    assert_eq!(pinned_reasons(&p), ["temp_table"]);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM scratch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    p.proxy.shutdown_now().await;
+
+    let p = start_trust(&trust_db(&db, "size = 2, on_session_state = \"error\"")).await;
+    let c = p.connect("postgres", None, &db).await;
+    let e = c.batch_execute("LISTEN events").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{}", err_text(&e));
+    assert!(err_text(&e).contains("on_session_state"));
+    c.simple_query("SELECT 1").await.unwrap();
+    p.proxy.shutdown_now().await;
+    let _ = start;
+}

@@ -17,3 +17,5 @@ mod session_state;
 mod lifecycle;
 // Drop-in for drivers: prepared statements, TLS, auth_query, session pinning.
 mod dropin;
+// Insight through the admin console: latency, N+1 bursts, leaks.
+mod insight;

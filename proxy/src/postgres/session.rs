@@ -453,6 +453,9 @@ impl Session {
             self.rebind_pool();
         }
         let t0 = Instant::now();
+        // Settings RELOAD may change, read once per transaction.
+        self.insight_on = self.shared.insight.enabled();
+        (self.leak_idle, self.leak_action) = self.shared.insight.leak_settings();
         self.info
             .set_state(ClientState::Waiting, unix_us(SystemTime::now()));
         let drain = self.shared.drain.clone();

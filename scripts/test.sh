@@ -21,4 +21,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# psycopg 3 for the driver compatibility tests, in a venv under target/.
+if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c "import psycopg" 2>/dev/null; then
+  python3 -m venv target/pyenv 2>/dev/null || { apt-get install -y -qq python3-venv && python3 -m venv target/pyenv; }
+  target/pyenv/bin/pip install -q "psycopg[binary]>=3.1,<4"
+fi
+
 cargo test --workspace --locked "$@"

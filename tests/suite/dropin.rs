@@ -593,3 +593,117 @@ async fn listen_pins_until_unlisten_and_error_policy_refuses() {
     p.proxy.shutdown_now().await;
     let _ = start;
 }
+
+/// A Python with psycopg 3 (scripts/test.sh installs one into target/pyenv).
+fn psycopg_python() -> PathBuf {
+    if let Ok(p) = std::env::var("SQLMUX_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python");
+    for candidate in [venv, PathBuf::from("python3")] {
+        let ok = std::process::Command::new(&candidate)
+            .args(["-c", "import psycopg"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return candidate;
+        }
+    }
+    panic!(
+        "psycopg 3 is not installed: run scripts/test.sh (it installs it into target/pyenv) or set SQLMUX_TEST_PYTHON"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_simple_extended_and_auto_prepared_queries_work() {
+    let python = psycopg_python();
+    let db = fresh_db(shared_pg(), "psyco");
+    let p = start_trust(&trust_db(&db, "size = 2")).await;
+    let script = format!(
+        r#"
+import psycopg
+dsn = "host=127.0.0.1 port={port} user=postgres dbname={db}"
+with psycopg.connect(dsn, autocommit=True) as conn:
+    conn.execute("CREATE TABLE items (id int primary key, name text)")
+    # Server-side binding (extended protocol, unnamed statements).
+    for i in range(20):
+        conn.execute("INSERT INTO items VALUES (%s, %s)", (i, f"item-{{i}}"))
+    # After prepare_threshold executions psycopg switches to named statements.
+    total = 0
+    for i in range(20):
+        total += conn.execute("SELECT id FROM items WHERE id = %s", (i,)).fetchone()[0]
+    assert total == sum(range(20)), total
+    conn.execute("SELECT 1", prepare=True)
+    # Client-side binding with the simple protocol.
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute("SELECT count(*) FROM items WHERE name LIKE %s", ("item-%",))
+        assert cur.fetchone()[0] == 20
+    with conn.transaction():
+        conn.execute("UPDATE items SET name = 'x' WHERE id = 0")
+    with conn.cursor().copy("COPY items (id, name) FROM STDIN") as copy:
+        for i in range(100, 110):
+            copy.write_row((i, "copied"))
+    rows = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+    assert rows == 30, rows
+    conn.cursor().executemany("INSERT INTO items VALUES (%s, %s)", [(200 + i, "many") for i in range(5)])
+print("ok")
+"#,
+        port = p.port,
+        db = db
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(python);
+        cmd.arg("-c").arg(script);
+        run(cmd, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(out.0 && out.1.contains("ok"), "{}", out.1);
+    p.proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_picks_up_new_certificate_files() {
+    let first = make_certs();
+    let second = make_certs();
+    let db = fresh_db(shared_pg(), "tlsreload");
+    let dir = std::env::temp_dir().join(crate::common::unique_db("sqlmux_tlsreload"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::copy(&first.cert, &cert).unwrap();
+    std::fs::copy(&first.key, &key).unwrap();
+    let cfg_path = dir.join("sqlmux.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[postgres]\nlisten = \"127.0.0.1:0\"\nauth = \"trust\"\ntls = {{ cert = \"server.pem\", key = \"server.key\", mode = \"require\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+            trust_db(&db, "size = 1").replace("{pg_port}", &shared_pg().port().to_string())
+        ),
+    )
+    .unwrap();
+    let proxy = sqlmux::Proxy::start(sqlmux::config::Config::load(&cfg_path).unwrap())
+        .await
+        .unwrap();
+    let port = proxy.postgres_addr().port();
+    let verify = |ca: PathBuf| {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = psql_command(port, "postgres", None, &db);
+            cmd.env("PGSSLMODE", "verify-full")
+                .env("PGSSLROOTCERT", &ca);
+            cmd.args(["-h", "localhost", "-c", "SELECT 1"]);
+            run(cmd, Duration::from_secs(20))
+        })
+    };
+    assert!(verify(first.ca.clone()).await.unwrap().0);
+    assert!(!verify(second.ca.clone()).await.unwrap().0);
+    std::fs::copy(&second.cert, &cert).unwrap();
+    std::fs::copy(&second.key, &key).unwrap();
+    proxy.reload().unwrap();
+    let (ok, out) = verify(second.ca.clone()).await.unwrap();
+    assert!(ok, "new certificate not served after RELOAD: {out}");
+    assert!(!verify(first.ca.clone()).await.unwrap().0);
+    proxy.shutdown_now().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -160,6 +160,9 @@ pub(crate) struct Session {
     pending_unpin: u8,
     /// `pool.on_session_state`.
     session_policy: SessionStatePolicy,
+    /// This session's child of the proxy's drain token (waiting on a child
+    /// touches no lock shared with other sessions).
+    drain: tokio_util::sync::CancellationToken,
 }
 
 const PIN_LISTEN: u8 = 1;
@@ -241,6 +244,7 @@ impl Session {
             pins: 0,
             pending_unpin: 0,
             session_policy: SessionStatePolicy::Pin,
+            drain: shared.drain.child_token(),
         }
     }
 
@@ -364,26 +368,23 @@ impl Session {
                 io::recycle_buf(&mut self.cin);
                 io::recycle_buf(&mut self.cout);
                 io::recycle_buf(&mut self.sout);
-                let drain = self.shared.drain.clone();
-                tokio::select! {
-                    r = self.client.tcp().readable() => {
-                        if r.is_err() {
-                            return Ok(false);
-                        }
-                    }
-                    _ = drain.cancelled() => {
+                let readable = tokio::select! {
+                    r = self.client.tcp().readable() => r.is_ok(),
+                    _ = self.drain.cancelled() => {
                         self.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux is shutting down", Some("reconnect to another sqlmux instance")).await;
                         return Err(PumpEnd::ClientGone);
                     }
+                };
+                if !readable {
+                    return Ok(false);
                 }
                 if self.cin.capacity() == 0 {
                     self.cin = io::take_buf();
                 }
             }
-            let drain = self.shared.drain.clone();
             let n = tokio::select! {
                 r = self.client.read_buf(&mut self.cin) => r,
-                _ = drain.cancelled(), if self.cin.is_empty() => {
+                _ = self.drain.cancelled(), if self.cin.is_empty() => {
                     self.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux is shutting down", Some("reconnect to another sqlmux instance")).await;
                     return Err(PumpEnd::ClientGone);
                 }
@@ -458,11 +459,9 @@ impl Session {
         (self.leak_idle, self.leak_action) = self.shared.insight.leak_settings();
         self.info
             .set_state(ClientState::Waiting, unix_us(SystemTime::now()));
-        let drain = self.shared.drain.clone();
-        let pool = self.entry.pool.clone();
         let lease = tokio::select! {
-            l = pool.checkout(self.info.id) => l?,
-            _ = drain.cancelled() => return Err(CheckoutError::Closed(self.entry.db.name.clone())),
+            l = self.entry.pool.checkout(self.info.id) => l?,
+            _ = self.drain.cancelled() => return Err(CheckoutError::Closed(self.entry.db.name.clone())),
         };
         let now = Instant::now();
         let wait_us = now.duration_since(t0).as_micros() as u64;

@@ -199,8 +199,11 @@ pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(3
 /// whose secret did not change keeps its `AuthUser` (and learned keys).
 #[derive(Debug, Default)]
 pub struct AuthCache {
-    map: Mutex<HashMap<(String, String), (std::time::Instant, Arc<AuthUser>)>>,
+    map: Mutex<HashMap<(String, String), CachedUser>>,
 }
+
+/// When an auth_query entry was looked up, and the user it produced.
+type CachedUser = (std::time::Instant, Arc<AuthUser>);
 
 impl AuthCache {
     /// A fresh entry, if any.

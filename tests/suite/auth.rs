@@ -106,9 +106,9 @@ async fn auth_failures_get_their_sqlstates() {
     assert_eq!(sqlstate(&nodb), "3D000", "{nodb}");
     // The server rejecting sqlmux's login (wrong configured password) is
     // reported to the client with the server's reason.
-    let p2 = start(&format!(
-        "[[databases]]\nname = \"postgres\"\nhost = \"127.0.0.1\"\nport = {{pg_port}}\nuser = \"sqlmux_scram\"\npassword = \"not-the-password\"\n\n[[users]]\nname = \"u\"\npassword = \"p\"\n"
-    ))
+    let p2 = start(
+        "[[databases]]\nname = \"postgres\"\nhost = \"127.0.0.1\"\nport = {pg_port}\nuser = \"sqlmux_scram\"\npassword = \"not-the-password\"\n\n[[users]]\nname = \"u\"\npassword = \"p\"\n",
+    )
     .await;
     let e = connect_url(&p2.url("u", Some("p"), "postgres"))
         .await

@@ -312,7 +312,7 @@ fn make_certs() -> Certs {
 async fn psql_connects_with_tls_require_and_verify_full_and_plain_is_refused() {
     let certs = make_certs();
     let db = fresh_db(shared_pg(), "tlsc");
-    let body = format!("{}", trust_db(&db, "size = 2"));
+    let body = trust_db(&db, "size = 2");
     let cfg_tls = format!(
         "[postgres]\nlisten = \"127.0.0.1:0\"\nauth = \"trust\"\ntls = {{ cert = \"{}\", key = \"{}\", mode = \"require\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
         certs.cert.display(),

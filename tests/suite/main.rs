@@ -19,3 +19,5 @@ mod lifecycle;
 mod dropin;
 // Insight through the admin console: latency, N+1 bursts, leaks.
 mod insight;
+// The admin port: psql console, control commands, /metrics and probes.
+mod admin;

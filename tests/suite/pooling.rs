@@ -143,8 +143,7 @@ async fn clients_beyond_max_client_connections_get_too_many_clients() {
     let b = p.connect("postgres", None, &db).await;
     let err = common::connect_url(&p.url("postgres", None, &db))
         .await
-        .err()
-        .expect("third client refused");
+        .expect_err("third client refused");
     assert_eq!(sqlstate(&err), "53300", "{err}");
     assert!(common::err_text(&err).contains("too many clients"), "{err}");
     a.simple_query("SELECT 1").await.unwrap();

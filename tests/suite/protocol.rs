@@ -234,16 +234,14 @@ async fn notices_and_notifications_reach_the_client() {
     listener.simple_query("SELECT 1").await.unwrap();
     let mut got = Vec::new();
     while got.len() < 3 {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap()
+        if let AsyncMessage::Notification(n) =
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
         {
-            AsyncMessage::Notification(n) => {
-                assert_eq!(n.channel(), "jobs");
-                got.push(n.payload().to_owned());
-            }
-            _ => {}
+            assert_eq!(n.channel(), "jobs");
+            got.push(n.payload().to_owned());
         }
     }
     assert_eq!(got, ["job-0", "job-1", "job-2"]);

@@ -285,7 +285,7 @@ fn new_cancel_key(shared: &Shared) -> (i32, i32) {
     loop {
         let mut b = [0u8; 8];
         if rng.fill(&mut b).is_err() {
-            b = (crate::pool::next_id() as u64)
+            b = crate::pool::next_id()
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15)
                 .to_be_bytes();
         }

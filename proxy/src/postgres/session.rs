@@ -420,10 +420,7 @@ impl Session {
     fn reject_after_rollback(&mut self) {
         let idle = self.rolled_back_after.take().unwrap_or_default();
         // Consume messages up to and including the first Query or Sync.
-        loop {
-            let Ok(Some(h)) = frame::peek_header(&self.cin, self.max_msg) else {
-                break;
-            };
+        while let Ok(Some(h)) = frame::peek_header(&self.cin, self.max_msg) {
             if self.cin.len() < h.frame_len() {
                 break;
             }
@@ -665,9 +662,7 @@ impl Session {
         }
         // Roll back and give the server back.
         let idle = idle_since.elapsed();
-        let Some(lease) = self.lease.as_mut() else {
-            return None;
-        };
+        let lease = self.lease.as_mut()?;
         let server = lease.server();
         let ok = rollback_server(server, self.max_msg).await;
         if let Some(id) = self.leak.open.take() {
@@ -1017,11 +1012,10 @@ impl Session {
                 if self.rewrite
                     && a.effects
                         .any(Effects::DEALLOCATE | Effects::DEALLOCATE_ALL | Effects::DISCARD_ALL)
+                    && let Some(done) = self.deallocate_locally(sql, &a)
                 {
-                    if let Some(done) = self.deallocate_locally(sql, &a) {
-                        self.push_local(Local::QueryDone(done.into()));
-                        return Ok(false);
-                    }
+                    self.push_local(Local::QueryDone(done.into()));
+                    return Ok(false);
                 }
                 self.q.push(Req::Query {
                     fp: a.fingerprint,
@@ -1917,15 +1911,14 @@ fn decode_data_row(mut body: &[u8]) -> Option<Vec<Option<String>>> {
 /// Rolls back the open transaction of a leaked session. True when the
 /// server is clean afterwards.
 async fn rollback_server(server: &mut PgServer, max_msg: u32) -> bool {
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        run_simple(server, "ROLLBACK", max_msg),
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            run_simple(server, "ROLLBACK", max_msg)
+        )
+        .await,
+        Ok(Ok((b'I', _)))
     )
-    .await
-    {
-        Ok(Ok((b'I', _))) => true,
-        _ => false,
-    }
 }
 
 /// DISCARD ALL before a pinned or session-mode server returns to the pool.

@@ -670,6 +670,39 @@ pub fn config(shared: &Shared) -> Table {
             true,
         ),
         (
+            "postgres.tls",
+            match &cfg.postgres.tls {
+                Some(t) => format!(
+                    "mode={:?} cert={} key={}",
+                    t.mode,
+                    t.cert.display(),
+                    t.key.display()
+                )
+                .to_lowercase(),
+                None => "disabled".into(),
+            },
+            "disabled".into(),
+            true,
+        ),
+        (
+            "postgres.auth_user",
+            cfg.postgres.auth_user.clone().unwrap_or_default(),
+            String::new(),
+            true,
+        ),
+        (
+            "postgres.auth_query",
+            cfg.postgres.auth_query.clone(),
+            crate::config::DEFAULT_AUTH_QUERY.into(),
+            true,
+        ),
+        (
+            "postgres.auth_dbname",
+            cfg.postgres.auth_dbname.clone().unwrap_or_default(),
+            String::new(),
+            true,
+        ),
+        (
             "pool.mode",
             p.mode.as_str().into(),
             PoolMode::Transaction.as_str().into(),
@@ -700,6 +733,17 @@ pub fn config(shared: &Shared) -> Table {
             "pool.max_prepared_statements",
             p.max_prepared_statements.to_string(),
             "200".into(),
+            true,
+        ),
+        (
+            "pool.on_session_state",
+            match p.on_session_state {
+                crate::config::SessionStatePolicy::Pin => "pin",
+                crate::config::SessionStatePolicy::Error => "error",
+                crate::config::SessionStatePolicy::Ignore => "ignore",
+            }
+            .into(),
+            "pin".into(),
             true,
         ),
         (

@@ -111,3 +111,77 @@ fn run_refuses_an_address_in_use_with_a_clear_message() {
         "{err}"
     );
 }
+
+/// Starts the binary on free ports; returns the child and the config path.
+fn spawn_proxy(name: &str, extra: &str) -> (std::process::Child, std::path::PathBuf) {
+    let p = write(
+        name,
+        &format!(
+            "[general]\nshutdown_timeout = \"2s\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"
+        ),
+    );
+    let child = sqlmux()
+        .args(["--config"])
+        .arg(&p)
+        .env("SQLMUX_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, p)
+}
+
+fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_process_and_sighup_keeps_it_on_a_broken_config() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let (mut child, _) = spawn_proxy(&format!("sig{sig}"), "");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(child.try_wait().unwrap().is_none(), "proxy exited early");
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let st = wait_exit(&mut child, std::time::Duration::from_secs(10))
+            .expect("proxy stops on the signal");
+        assert!(st.success(), "exit status {st}");
+    }
+    // SIGHUP with a broken file: the running configuration stays.
+    let (mut child, path) = spawn_proxy("hup", "");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::write(&path, "[pool]\nsize = \"many\"\n").unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a broken config on SIGHUP must not stop the proxy"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_exit(&mut child, std::time::Duration::from_secs(10)).expect("stops");
+    let mut log = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("configuration refused"), "{log}");
+    assert!(log.contains("line 2"), "{log}");
+}

@@ -707,3 +707,38 @@ async fn reload_picks_up_new_certificate_files() {
     proxy.shutdown_now().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_statement_cache_is_bounded_and_discard_all_forgets_client_statements() {
+    let db = fresh_db(shared_pg(), "prepevict");
+    let p = start_trust(&trust_db(&db, "size = 1, max_prepared_statements = 2")).await;
+    let c = p.connect("postgres", None, &db).await;
+    let mut stmts = Vec::new();
+    for k in 0..5i32 {
+        stmts.push(c.prepare(&format!("SELECT {k} + $1::int4")).await.unwrap());
+    }
+    for round in 0..3i32 {
+        for (k, s) in stmts.iter().enumerate() {
+            let v: i32 = c.query_one(s, &[&round]).await.unwrap().get(0);
+            assert_eq!(v, k as i32 + round);
+        }
+    }
+    // The single server never holds more than the configured number.
+    let held: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'sqlmux_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(held <= 2, "server holds {held} statements, limit is 2");
+    // DISCARD ALL drops the client's statements, as on a direct connection.
+    c.batch_execute("DISCARD ALL").await.unwrap();
+    let e = c.query_one(&stmts[0], &[&1i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "26000", "{}", err_text(&e));
+    let s = c.prepare("SELECT 7 + $1::int4").await.unwrap();
+    let v: i32 = c.query_one(&s, &[&1i32]).await.unwrap().get(0);
+    assert_eq!(v, 8);
+    p.proxy.shutdown_now().await;
+}

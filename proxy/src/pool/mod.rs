@@ -152,6 +152,10 @@ pub struct ServerInfo {
     pub cancel_secret: Mutex<Vec<u8>>,
 }
 
+fn config_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A process-unique id for clients and servers.
@@ -245,6 +249,10 @@ pub struct Pool<S: PooledServer> {
     released: Notify,
     /// After a failed warm-up connect, no warm-up before this time.
     warm_backoff: Mutex<Option<Instant>>,
+    /// Copies of the two settings read on every checkout and release, so
+    /// the hot path takes no lock for them.
+    checkout_timeout_ns: AtomicU64,
+    max_lifetime_ns: AtomicU64,
 }
 
 impl<S: PooledServer> std::fmt::Debug for Pool<S> {
@@ -256,6 +264,7 @@ impl<S: PooledServer> std::fmt::Debug for Pool<S> {
 impl<S: PooledServer> Pool<S> {
     /// A pool with no servers yet.
     pub fn new(key: PoolKey, config: PoolConfig, connector: Box<dyn Connector<S>>) -> Arc<Self> {
+        let (checkout_timeout, max_lifetime) = (config.checkout_timeout, config.max_lifetime);
         Arc::new(Pool {
             key,
             state: Mutex::new(PoolState::new(config.size)),
@@ -267,6 +276,8 @@ impl<S: PooledServer> Pool<S> {
             retired: AtomicBool::new(false),
             released: Notify::new(),
             warm_backoff: Mutex::new(None),
+            checkout_timeout_ns: AtomicU64::new(config_ns(checkout_timeout)),
+            max_lifetime_ns: AtomicU64::new(config_ns(max_lifetime)),
         })
     }
 
@@ -282,6 +293,10 @@ impl<S: PooledServer> Pool<S> {
             .clone()
     }
 
+    fn max_lifetime(&self) -> Duration {
+        Duration::from_nanos(self.max_lifetime_ns.load(Ordering::Relaxed))
+    }
+
     /// Pool mode (read at every session start).
     pub fn mode(&self) -> PoolMode {
         self.config.lock().unwrap_or_else(|e| e.into_inner()).mode
@@ -290,6 +305,10 @@ impl<S: PooledServer> Pool<S> {
     /// Applies new settings (RELOAD). Surplus servers close on release.
     pub fn reconfigure(&self, config: PoolConfig) {
         let size = config.size;
+        self.checkout_timeout_ns
+            .store(config_ns(config.checkout_timeout), Ordering::Relaxed);
+        self.max_lifetime_ns
+            .store(config_ns(config.max_lifetime), Ordering::Relaxed);
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
         let closed = self.lock().set_size(size);
         self.close_all(closed);
@@ -323,11 +342,7 @@ impl<S: PooledServer> Pool<S> {
             return Err(CheckoutError::Closed(self.key.database.to_string()));
         }
         let started = Instant::now();
-        let timeout = self
-            .config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .checkout_timeout;
+        let timeout = Duration::from_nanos(self.checkout_timeout_ns.load(Ordering::Relaxed));
         loop {
             let step = self.lock().checkout(started);
             let grant = match step {
@@ -419,11 +434,7 @@ impl<S: PooledServer> Pool<S> {
     }
 
     fn release(&self, server: S, reusable: bool) {
-        let max_lifetime = self
-            .config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .max_lifetime;
+        let max_lifetime = self.max_lifetime();
         let reusable =
             reusable && !self.is_retired() && !server.info().close_needed.load(Ordering::Relaxed);
         server.info().set(ServerState::Idle, 0);
@@ -583,12 +594,7 @@ impl<S: PooledServer> Drop for Waiter<'_, S> {
         }
         // Already granted: hand the grant back.
         if let Ok(grant) = rx.try_recv() {
-            let max_lifetime = self
-                .pool
-                .config
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .max_lifetime;
+            let max_lifetime = self.pool.max_lifetime();
             let closed = st.return_grant(grant, Instant::now(), max_lifetime);
             drop(st);
             if let Some(s) = closed {

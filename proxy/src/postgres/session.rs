@@ -160,6 +160,9 @@ pub(crate) struct Session {
     pending_unpin: u8,
     /// `pool.on_session_state`.
     session_policy: SessionStatePolicy,
+    /// Fingerprints whose text this session noted recently.
+    noted: [Fingerprint; 8],
+    noted_next: usize,
     /// This session's child of the proxy's drain token (waiting on a child
     /// touches no lock shared with other sessions).
     drain: tokio_util::sync::CancellationToken,
@@ -245,6 +248,8 @@ impl Session {
             pending_unpin: 0,
             session_policy: SessionStatePolicy::Pin,
             drain: shared.drain.child_token(),
+            noted: [Fingerprint(u64::MAX); 8],
+            noted_next: 0,
         }
     }
 
@@ -1333,10 +1338,14 @@ impl Session {
     /// Normalizes a statement (for its fingerprint and effects).
     fn analyze(&mut self, sql: &[u8]) -> Analysis {
         let a = self.norm.normalize(sql, Dialect::Postgres);
-        if self.insight_on {
+        if self.insight_on && !self.noted.contains(&a.fingerprint) {
+            // Texts are shared across threads; a small per-session memory of
+            // what was already noted keeps the hot path off that lock.
             self.shared
                 .insight
                 .note_text(a.fingerprint, self.norm.text());
+            self.noted[self.noted_next % self.noted.len()] = a.fingerprint;
+            self.noted_next = self.noted_next.wrapping_add(1);
         }
         a
     }

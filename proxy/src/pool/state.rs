@@ -553,4 +553,174 @@ mod tests {
         assert_eq!(st.set_size(1).len(), 2);
         assert_eq!(st.counts(now).idle, 1);
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Checkout,
+            FinishConnect(bool),
+            Release(usize, bool),
+            DropWaiter(usize),
+            TakeGrant(usize),
+            Pause,
+            Resume,
+            Reconnect,
+            Maintain(u8),
+            SetSize(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => Just(Op::Checkout),
+                3 => any::<bool>().prop_map(Op::FinishConnect),
+                4 => (any::<usize>(), any::<bool>()).prop_map(|(i, r)| Op::Release(i, r)),
+                1 => any::<usize>().prop_map(Op::DropWaiter),
+                3 => any::<usize>().prop_map(Op::TakeGrant),
+                1 => Just(Op::Pause),
+                1 => Just(Op::Resume),
+                1 => Just(Op::Reconnect),
+                1 => (0u8..3).prop_map(Op::Maintain),
+                1 => (1u8..6).prop_map(Op::SetSize),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the order of checkouts, releases, cancellations,
+            /// pauses and resizes: no server is lost or duplicated, counts
+            /// match what the callers hold, and the pool never holds more
+            /// servers than its size once surplus has drained.
+            #[test]
+            fn pool_state_machine_keeps_its_invariants(ops in proptest::collection::vec(op(), 1..200)) {
+                let now = Instant::now();
+                let mut st = PoolState::<Fake>::new(3);
+                let mut next_id = 0u32;
+                let mut held: Vec<Fake> = Vec::new();         // active, held by "clients"
+                let mut connecting = 0usize;                    // slots we were told to open
+                let mut waiters: Vec<(u64, oneshot::Receiver<Grant<Fake>>)> = Vec::new();
+                let mut closed: BTreeSet<u32> = BTreeSet::new();
+                let mut size = 3usize;
+                let new_server = |next_id: &mut u32, generation: u64| {
+                    *next_id += 1;
+                    Fake { id: *next_id, created: now, generation }
+                };
+                for op in ops {
+                    match op {
+                        Op::Checkout => match st.checkout(now) {
+                            Step::Server(s) => held.push(s),
+                            Step::Connect => connecting += 1,
+                            Step::Wait(id, rx) => waiters.push((id, rx)),
+                        },
+                        Op::FinishConnect(ok) => {
+                            if connecting > 0 {
+                                connecting -= 1;
+                                if ok {
+                                    st.connected();
+                                    let g = st.generation();
+                                    held.push(new_server(&mut next_id, g));
+                                } else {
+                                    st.connect_failed();
+                                }
+                            }
+                        }
+                        Op::Release(i, reusable) => {
+                            if !held.is_empty() {
+                                let s = held.swap_remove(i % held.len());
+                                if let Some(c) = st.release(s, reusable, now, LIFE) {
+                                    prop_assert!(closed.insert(c.id), "server closed twice");
+                                }
+                            }
+                        }
+                        Op::DropWaiter(i) => {
+                            if !waiters.is_empty() {
+                                let (id, mut rx) = waiters.swap_remove(i % waiters.len());
+                                if !st.cancel_wait(id)
+                                    && let Ok(g) = rx.try_recv()
+                                    && let Some(c) = st.return_grant(g, now, LIFE)
+                                {
+                                    prop_assert!(closed.insert(c.id));
+                                }
+                            }
+                        }
+                        Op::TakeGrant(i) => {
+                            if !waiters.is_empty() {
+                                let k = i % waiters.len();
+                                if let Ok(g) = waiters[k].1.try_recv() {
+                                    waiters.swap_remove(k);
+                                    match g {
+                                        Grant::Server(s) => held.push(s),
+                                        Grant::Connect => connecting += 1,
+                                    }
+                                }
+                            }
+                        }
+                        Op::Pause => {
+                            for c in st.pause() {
+                                prop_assert!(closed.insert(c.id));
+                            }
+                        }
+                        Op::Resume => st.resume(),
+                        Op::Reconnect => {
+                            for c in st.reconnect() {
+                                prop_assert!(closed.insert(c.id));
+                            }
+                        }
+                        Op::Maintain(min_idle) => {
+                            let (cl, open) = st.maintain(now, Duration::ZERO, LIFE, usize::from(min_idle).min(size));
+                            for c in cl {
+                                prop_assert!(closed.insert(c.id));
+                            }
+                            for _ in 0..open {
+                                let g = st.generation();
+                                let s = new_server(&mut next_id, g);
+                                st.warmed(s, now);
+                            }
+                        }
+                        Op::SetSize(n) => {
+                            size = usize::from(n);
+                            for c in st.set_size(size) {
+                                prop_assert!(closed.insert(c.id));
+                            }
+                        }
+                    }
+                    let c = st.counts(now);
+                    // What the state machine counts as lent or opening is
+                    // exactly what callers hold or were granted.
+                    prop_assert!(c.active >= held.len(), "active {} < held {}", c.active, held.len());
+                    prop_assert!(c.connecting >= connecting);
+                    prop_assert!(c.waiting <= waiters.len());
+                    for s in &held {
+                        prop_assert!(!closed.contains(&s.id), "a held server was closed");
+                    }
+                }
+                // Drain: collect pending grants, release everything.
+                for (id, mut rx) in waiters.drain(..) {
+                    if !st.cancel_wait(id)
+                        && let Ok(g) = rx.try_recv()
+                    {
+                        match g {
+                            Grant::Server(s) => held.push(s),
+                            Grant::Connect => connecting += 1,
+                        }
+                    }
+                }
+                for _ in 0..connecting {
+                    st.connect_failed();
+                }
+                for s in held.drain(..) {
+                    if let Some(c) = st.release(s, true, now, LIFE) {
+                        prop_assert!(closed.insert(c.id));
+                    }
+                }
+                let c = st.counts(now);
+                prop_assert_eq!(c.active, 0);
+                prop_assert_eq!(c.connecting, 0);
+                prop_assert!(c.idle <= size, "idle {} > size {}", c.idle, size);
+                prop_assert_eq!(c.idle + closed.len(), next_id as usize, "servers lost");
+            }
+        }
+    }
 }

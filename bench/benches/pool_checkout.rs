@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sqlmux::config::{PoolConfig, PoolMode};
+use sqlmux::config::Config;
 use sqlmux::pool::{ConnectFuture, Connector, Pool, PoolKey, PooledServer, ServerInfo};
 
 /// A server that is only its shared info.
@@ -46,23 +46,18 @@ impl Connector<MemServer> for MemConnector {
 }
 
 fn pool(size: usize) -> Arc<Pool<MemServer>> {
-    let config = PoolConfig {
-        mode: PoolMode::Transaction,
-        size,
-        size_source: "bench".into(),
-        min_idle: 0,
-        checkout_timeout: Duration::from_secs(30),
-        idle_timeout: Duration::ZERO,
-        max_lifetime: Duration::ZERO,
-        max_client_connections: 100,
-        max_prepared_statements: 0,
-    };
+    // From the config parser, so new PoolConfig fields get their defaults.
+    let cfg = Config::parse(&format!(
+        "[pool]\nsize = {size}\ncheckout_timeout = \"30s\"\n\n\
+         [[databases]]\nname = \"bench\"\nhost = \"127.0.0.1\"\n"
+    ))
+    .expect("bench pool config");
     Pool::new(
         PoolKey {
             database: Arc::from("bench"),
             user: Arc::from("bench"),
         },
-        config,
+        cfg.databases[0].pool.clone(),
         Box::new(MemConnector),
     )
 }

@@ -37,10 +37,7 @@ pub fn login(ep: &Endpoint) -> Result<TcpStream> {
     let mut chunk = [0u8; 1024];
     loop {
         // Handle every complete frame in the buffer.
-        loop {
-            let Some((h, body)) = frame::complete_frame(&buf, 1 << 20)? else {
-                break;
-            };
+        while let Some((h, body)) = frame::complete_frame(&buf, 1 << 20)? {
             let len = h.frame_len();
             match h.tag {
                 b'R' => {

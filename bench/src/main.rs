@@ -236,7 +236,15 @@ fn compare(args: CompareArgs) -> Result<()> {
         pgbench::initialize(&direct, settings.scale)?;
         targets::psql(&direct, "CHECKPOINT")?;
         eprintln!("  done in {:.1}s", t.elapsed().as_secs_f64());
-        settings.scale
+        let s: u32 = targets::psql(&direct, "SELECT count(*) FROM pgbench_branches")?
+            .parse()
+            .unwrap_or(0);
+        anyhow::ensure!(
+            s == settings.scale,
+            "pgbench -i -s {} left {s} rows in pgbench_branches",
+            settings.scale
+        );
+        s
     };
 
     // Targets.
@@ -462,7 +470,7 @@ fn one_run(
 
     let hwm_reset = proxy_pid.map(sys::reset_peak_rss).unwrap_or(false);
     let sampler = proxy_pid.filter(|_| !hwm_reset).map(RssSampler::start);
-    let ticks0 = proxy_pid.and_then(sys::cpu_ticks);
+    let ticks0 = proxy_pid.and_then(sys::cpu_ticks_split);
     let m0 = sys::MachineTimes::now();
     let wall0 = SystemTime::now();
     let inv = Invocation {
@@ -474,15 +482,19 @@ fn one_run(
     let cmd = pgbench::describe(&pgbench::command(ep, &inv, &runs_dir.join("tx")));
     let outcome = pgbench::run(ep, &inv, runs_dir)?;
     let m1 = sys::MachineTimes::now();
-    let ticks1 = proxy_pid.and_then(sys::cpu_ticks);
+    let ticks1 = proxy_pid.and_then(sys::cpu_ticks_split);
     let peak = match (proxy_pid, sampler) {
         (Some(pid), None) => sys::peak_rss(pid),
         (_, Some(s)) => Some(s.stop()),
         (None, None) => None,
     };
-    let cpu_s = match (ticks0, ticks1) {
-        (Some(a), Some(b)) => Some(sys::ticks_to_duration(b.saturating_sub(a)).as_secs_f64()),
-        _ => None,
+    let secs = |t: u64| sys::ticks_to_duration(t).as_secs_f64();
+    let (cpu_s, user_s, sys_s) = match (ticks0, ticks1) {
+        (Some((u0, s0)), Some((u1, s1))) => {
+            let (u, s) = (u1.saturating_sub(u0), s1.saturating_sub(s0));
+            (Some(secs(u + s)), Some(secs(u)), Some(secs(s)))
+        }
+        _ => (None, None, None),
     };
     let cpu_us_per_tx = cpu_s
         .filter(|_| outcome.transactions > 0)
@@ -498,6 +510,8 @@ fn one_run(
         command: cmd,
         outcome,
         proxy_cpu_s: cpu_s,
+        proxy_user_s: user_s,
+        proxy_sys_s: sys_s,
         proxy_cpu_us_per_tx: cpu_us_per_tx,
         proxy_peak_rss_bytes: peak,
         peak_rss_method: if proxy_pid.is_none() {
@@ -571,6 +585,12 @@ fn idle_test(
     drop(warm);
     std::thread::sleep(Duration::from_secs(2));
     let rss_closed = sys::rss(pid);
+    // A second cycle on the same process: RSS should come back to about
+    // the first cycle's level if closed clients' memory is reused.
+    let (conns, _) = idle::open_many(&proxy.endpoint, n, 4)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_reopen = sys::rss(pid);
+    drop(conns);
     let login_cpu_us =
         sys::ticks_to_duration(ticks1.saturating_sub(ticks0)).as_secs_f64() * 1e6 / n.max(1) as f64;
     let r = IdleResult {
@@ -579,6 +599,7 @@ fn idle_test(
         rss_before_bytes: rss_before,
         rss_open_bytes: rss_open,
         rss_after_close_bytes: rss_closed,
+        rss_second_open_bytes: rss_reopen,
         peak_rss_bytes: hwm,
         bytes_per_client: (rss_open as f64 - rss_before as f64) / n.max(1) as f64,
         open_seconds: took.as_secs_f64(),
@@ -586,11 +607,12 @@ fn idle_test(
         new_login_ok_with_all_open: alive_after,
     };
     eprintln!(
-        "  {name}: {:.0} B/client (RSS {:.1} -> {:.1} MiB, {:.1} MiB after close), {:.1}s to open, {:.0} us CPU/login",
+        "  {name}: {:.0} B/client (RSS {:.1} -> {:.1} MiB, {:.1} MiB after close, {:.1} MiB with a second {n} open), {:.1}s to open, {:.0} us CPU/login",
         r.bytes_per_client,
         mib(rss_before),
         mib(rss_open),
         rss_closed.map(mib).unwrap_or(f64::NAN),
+        rss_reopen.map(mib).unwrap_or(f64::NAN),
         r.open_seconds,
         r.login_cpu_us_per_client
     );

@@ -124,10 +124,12 @@ pub fn run(ep: &Endpoint, inv: &Invocation<'_>, log_dir: &Path) -> Result<Outcom
     o.pgbench_cpu_s = out.cpu.as_secs_f64();
     o.errors = error_lines(&out.stderr);
     if out.status.is_none() {
-        o.errors.insert(
-            0,
-            format!("pgbench killed after {}s timeout", timeout.as_secs()),
-        );
+        let why = if procs::interrupted() {
+            "pgbench stopped: interrupted".to_string()
+        } else {
+            format!("pgbench killed after {}s timeout", timeout.as_secs())
+        };
+        o.errors.insert(0, why);
     }
     if !o.ok && o.errors.is_empty() {
         o.errors.push(format!(

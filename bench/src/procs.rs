@@ -284,7 +284,9 @@ impl ScratchDir {
     /// running as another user can reach their subdirectories.
     pub fn new() -> io::Result<ScratchDir> {
         use std::os::unix::fs::PermissionsExt;
-        let path = std::env::temp_dir().join(format!("sqlmux-bench-{}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        sweep_stale(&tmp);
+        let path = tmp.join(format!("sqlmux-bench-{}", std::process::id()));
         if path.exists() {
             std::fs::remove_dir_all(&path)?;
         }
@@ -308,6 +310,26 @@ impl ScratchDir {
         std::fs::create_dir_all(&p)?;
         chown(&p, run_as)?;
         Ok(p)
+    }
+}
+
+/// Removes `sqlmux-bench-<pid>` directories of runners that no longer
+/// exist (killed with SIGKILL, so no clean-up ran).
+fn sweep_stale(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("sqlmux-bench-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

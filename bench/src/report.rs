@@ -30,6 +30,10 @@ pub struct RunRecord {
     pub outcome: Outcome,
     /// Proxy CPU (user + system) during the run, seconds.
     pub proxy_cpu_s: Option<f64>,
+    /// Of which user mode, seconds.
+    pub proxy_user_s: Option<f64>,
+    /// Of which kernel mode, seconds.
+    pub proxy_sys_s: Option<f64>,
     /// Proxy CPU per processed transaction, microseconds.
     pub proxy_cpu_us_per_tx: Option<f64>,
     /// Proxy peak RSS during the run, bytes.
@@ -44,6 +48,15 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Proxy user and kernel CPU per transaction, microseconds.
+    pub fn user_sys_us_per_tx(&self) -> Option<(f64, f64)> {
+        let tx = self.outcome.transactions as f64;
+        match (self.proxy_user_s, self.proxy_sys_s) {
+            (Some(u), Some(k)) if tx > 0.0 => Some((u * 1e6 / tx, k * 1e6 / tx)),
+            _ => None,
+        }
+    }
+
     /// One line for the progress log.
     pub fn progress_line(&self) -> String {
         let o = &self.outcome;
@@ -55,6 +68,9 @@ impl RunRecord {
         );
         if let Some(c) = self.proxy_cpu_us_per_tx {
             let _ = write!(s, "  cpu {c:>6.1} us/tx");
+            if let Some((u, k)) = self.user_sys_us_per_tx() {
+                let _ = write!(s, " (usr {u:.1} sys {k:.1})");
+            }
         }
         let _ = write!(
             s,
@@ -88,6 +104,8 @@ pub struct IdleResult {
     pub rss_open_bytes: u64,
     /// RSS 2 s after closing them.
     pub rss_after_close_bytes: Option<u64>,
+    /// RSS with a second batch of as many clients open (same process).
+    pub rss_second_open_bytes: Option<u64>,
     /// VmHWM at the end.
     pub peak_rss_bytes: Option<u64>,
     /// (open − before) / clients.
@@ -294,6 +312,10 @@ pub struct Aggregate {
     pub p99_ms: Option<Spread>,
     /// Proxy CPU µs per transaction.
     pub cpu_us_per_tx: Option<Spread>,
+    /// Of which user mode (median µs/tx).
+    pub user_us_per_tx: Option<f64>,
+    /// Of which kernel mode (median µs/tx).
+    pub sys_us_per_tx: Option<f64>,
     /// Highest proxy peak RSS over the runs, bytes.
     pub peak_rss_bytes: Option<u64>,
     /// Failed transactions over all runs.
@@ -657,6 +679,7 @@ impl Report {
             "mean ms",
             "p99 ms",
             "CPU us/tx (min-max)",
+            "usr+sys",
             "peak RSS",
             "failed",
             "busy% (bg)",
@@ -706,6 +729,10 @@ impl Report {
                     } else {
                         fmt_spread(a.cpu_us_per_tx, 1)
                     },
+                    match (a.user_us_per_tx, a.sys_us_per_tx) {
+                        (Some(u), Some(k)) => format!("{u:.1}+{k:.1}"),
+                        _ => "-".into(),
+                    },
                     a.peak_rss_bytes
                         .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
                         .unwrap_or_else(|| "-".into()),
@@ -741,6 +768,7 @@ impl Report {
                 "RSS open",
                 "per client",
                 "RSS after close",
+                "2nd batch open",
                 "open time",
                 "CPU/login",
                 "login with all open",
@@ -756,6 +784,9 @@ impl Report {
                         format!("{:.1} MiB", i.rss_open_bytes as f64 / 1048576.0),
                         format!("{:.2} KiB", i.bytes_per_client / 1024.0),
                         i.rss_after_close_bytes
+                            .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+                            .unwrap_or_else(|| "-".into()),
+                        i.rss_second_open_bytes
                             .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
                             .unwrap_or_else(|| "-".into()),
                         format!("{:.1} s", i.open_seconds),
@@ -883,6 +914,14 @@ fn aggregate(key: &str, t: Target, rs: &[&RunRecord]) -> Aggregate {
         mean_ms: Spread::of(rs.iter().filter_map(|r| r.outcome.mean_ms)),
         p99_ms: Spread::of(rs.iter().filter_map(|r| r.outcome.p99_ms)),
         cpu_us_per_tx: Spread::of(rs.iter().filter_map(|r| r.proxy_cpu_us_per_tx)),
+        user_us_per_tx: median(
+            rs.iter()
+                .filter_map(|r| r.user_sys_us_per_tx().map(|x| x.0)),
+        ),
+        sys_us_per_tx: median(
+            rs.iter()
+                .filter_map(|r| r.user_sys_us_per_tx().map(|x| x.1)),
+        ),
         peak_rss_bytes: rs.iter().filter_map(|r| r.proxy_peak_rss_bytes).max(),
         failed_transactions: rs.iter().map(|r| r.outcome.failed).sum(),
         busy_pct: median(rs.iter().map(|r| r.machine_busy_pct)),

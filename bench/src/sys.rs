@@ -13,6 +13,11 @@ pub fn clk_tck() -> u64 {
 /// utime + stime of a process (all its threads, living and exited), in
 /// clock ticks: fields 14 and 15 of `/proc/<pid>/stat`.
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    cpu_ticks_split(pid).map(|(u, s)| u + s)
+}
+
+/// (utime, stime) of a process in clock ticks.
+pub fn cpu_ticks_split(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces:
     // count fields after the last ')'. Field 3 is then index 0.
@@ -20,7 +25,7 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// Converts a tick delta to a duration.

@@ -371,3 +371,82 @@ fn quote_name(name: &str, q: char) -> String {
 pub fn set_commands(sql: &[u8], dialect: Dialect) -> Vec<SetCommand> {
     set::set_commands(sql, dialect)
 }
+
+/// A cheap pre-check for [`Effects`] that matter to a pooler: false when
+/// `sql` cannot contain SET/RESET, DISCARD, LISTEN/UNLISTEN, advisory lock
+/// calls, PREPARE/DEALLOCATE, temporary objects, WITH HOLD cursors or LOAD
+/// (it looks for the words, ignoring case and ignoring whether they sit in
+/// literals or comments, so it may say true needlessly but never false
+/// wrongly). Lets a proxy skip [`Normalizer::normalize`] when it does not
+/// need fingerprints.
+pub fn may_have_effects(sql: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"set",
+        b"discard",
+        b"listen",
+        b"advisory",
+        b"prepare",
+        b"dealloc",
+        b"temp",
+        b"hold",
+        b"load",
+        b"lock",
+    ];
+    let n = sql.len().min(MAX_INPUT);
+    let sql = &sql[..n];
+    for i in 0..n {
+        let c = sql[i] | 0x20;
+        if !matches!(c, b's' | b'd' | b'l' | b'a' | b'p' | b't' | b'h') {
+            continue;
+        }
+        for w in WORDS {
+            if w[0] == c
+                && sql.len() - i >= w.len()
+                && sql[i..i + w.len()]
+                    .iter()
+                    .zip(w.iter())
+                    .all(|(a, b)| a | 0x20 == *b)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod prefilter_tests {
+    use super::*;
+
+    #[test]
+    fn prefilter_never_misses_an_effect() {
+        let cases: &[&str] = &[
+            "SET search_path TO a",
+            "reset all",
+            "DISCARD ALL",
+            "LISTEN x",
+            "unlisten *",
+            "select pg_advisory_lock(1)",
+            "PREPARE p AS SELECT 1",
+            "DEALLOCATE p",
+            "create temp table t (a int)",
+            "CREATE TEMPORARY TABLE t (a int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "LOAD 'auto_explain'",
+            "SELECT 1; SET x = 1",
+        ];
+        let mut n = Normalizer::new();
+        for c in cases {
+            let a = n.normalize(c.as_bytes(), Dialect::Postgres);
+            assert!(a.effects.0 != 0, "{c} has effects");
+            assert!(may_have_effects(c.as_bytes()), "{c}");
+        }
+        assert!(!may_have_effects(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 42"
+        ));
+        // A false positive is allowed (it only costs a normalization).
+        assert!(may_have_effects(
+            b"UPDATE pgbench_branches SET bbalance = 1"
+        ));
+    }
+}

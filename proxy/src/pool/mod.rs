@@ -163,6 +163,19 @@ pub fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The Unix time (microseconds) of a monotonic instant, from one anchor
+/// taken at first use: saves a second clock read where an `Instant` is
+/// already at hand.
+pub fn unix_us_at(t: Instant) -> i64 {
+    static ANCHOR: std::sync::OnceLock<(Instant, i64)> = std::sync::OnceLock::new();
+    let (base, base_us) = *ANCHOR.get_or_init(|| (Instant::now(), unix_us(SystemTime::now())));
+    if t >= base {
+        base_us + t.duration_since(base).as_micros() as i64
+    } else {
+        base_us - base.duration_since(t).as_micros() as i64
+    }
+}
+
 /// Microseconds since the Unix epoch.
 pub fn unix_us(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -216,11 +229,21 @@ impl ServerInfo {
         self.request_time_us.load(Ordering::Relaxed)
     }
 
-    fn set(&self, state: ServerState, link: u64) {
+    fn set(&self, state: ServerState, link: u64, now: Instant) {
         self.state.store(state as u8, Ordering::Relaxed);
         self.link.store(link, Ordering::Relaxed);
         self.request_time_us
-            .store(unix_us(SystemTime::now()), Ordering::Relaxed);
+            .store(unix_us_at(now), Ordering::Relaxed);
+    }
+}
+
+/// Pools usually hold boxed servers, so lending one moves a pointer.
+impl<T: PooledServer> PooledServer for Box<T> {
+    fn info(&self) -> &Arc<ServerInfo> {
+        (**self).info()
+    }
+    fn is_usable(&mut self) -> bool {
+        (**self).is_usable()
     }
 }
 
@@ -337,12 +360,18 @@ impl<S: PooledServer> Pool<S> {
     ///
     /// Cancel safety: dropping the future leaves the queue and hands back
     /// anything granted meanwhile.
-    pub async fn checkout(self: &Arc<Self>, client_id: u64) -> Result<Lease<S>, CheckoutError> {
+    /// `started` is when the client asked (the caller usually has the time
+    /// at hand); [`Lease::checked_out_at`] tells when it got the server.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        client_id: u64,
+        started: Instant,
+    ) -> Result<Lease<S>, CheckoutError> {
         if self.is_retired() {
             return Err(CheckoutError::Closed(self.key.database.to_string()));
         }
-        let started = Instant::now();
         let timeout = Duration::from_nanos(self.checkout_timeout_ns.load(Ordering::Relaxed));
+        let mut at = started;
         loop {
             let step = self.lock().checkout(started);
             let grant = match step {
@@ -354,13 +383,15 @@ impl<S: PooledServer> Pool<S> {
                         id,
                         rx: Some(rx),
                     };
-                    waiter.wait(started + timeout, started).await?
+                    let g = waiter.wait(started + timeout, started).await?;
+                    at = Instant::now();
+                    g
                 }
             };
             match grant {
                 Grant::Server(mut s) => {
                     if s.is_usable() {
-                        return Ok(self.lease(s, client_id));
+                        return Ok(self.lease(s, client_id, at));
                     }
                     // Died while idle: close it and try again (capacity freed).
                     let closed = self
@@ -373,18 +404,36 @@ impl<S: PooledServer> Pool<S> {
                 Grant::Connect => {
                     let s = self.open().await?;
                     self.lock().connected();
-                    return Ok(self.lease(s, client_id));
+                    return Ok(self.lease(s, client_id, Instant::now()));
                 }
             }
         }
     }
 
-    fn lease(self: &Arc<Self>, s: S, client_id: u64) -> Lease<S> {
-        s.info().set(ServerState::Active, client_id);
+    /// The synchronous fast path of [`Pool::checkout`]: an idle server if
+    /// one is available right now and nobody is queued.
+    pub fn try_checkout(self: &Arc<Self>, client_id: u64, now: Instant) -> Option<Lease<S>> {
+        if self.is_retired() {
+            return None;
+        }
+        let mut s = self.lock().take_idle()?;
+        if s.is_usable() {
+            return Some(self.lease(s, client_id, now));
+        }
+        let closed = self.lock().release(s, false, now, Duration::ZERO);
+        if let Some(s) = closed {
+            self.close(s);
+        }
+        None
+    }
+
+    fn lease(self: &Arc<Self>, s: S, client_id: u64, at: Instant) -> Lease<S> {
+        s.info().set(ServerState::Active, client_id, at);
         Lease {
             server: Some(s),
             pool: self.clone(),
             reusable: false,
+            at,
         }
     }
 
@@ -437,10 +486,12 @@ impl<S: PooledServer> Pool<S> {
         let max_lifetime = self.max_lifetime();
         let reusable =
             reusable && !self.is_retired() && !server.info().close_needed.load(Ordering::Relaxed);
-        server.info().set(ServerState::Idle, 0);
+        let now = Instant::now();
+        server.info().set(ServerState::Idle, 0, now);
         let mut st = self.lock();
-        let closed = st.release(server, reusable, Instant::now(), max_lifetime);
-        let idle_now = st.active() == 0;
+        let closed = st.release(server, reusable, now, max_lifetime);
+        // Only PAUSE waits for the pool to drain.
+        let idle_now = st.active() == 0 && st.is_paused();
         drop(st);
         if let Some(s) = closed {
             self.close(s);
@@ -524,7 +575,7 @@ impl<S: PooledServer> Pool<S> {
             tokio::spawn(async move {
                 match pool.open().await {
                     Ok(s) => {
-                        s.info().set(ServerState::Idle, 0);
+                        s.info().set(ServerState::Idle, 0, Instant::now());
                         pool.lock().warmed(s, Instant::now());
                     }
                     Err(_) => {
@@ -626,6 +677,7 @@ pub struct Lease<S: PooledServer> {
     server: Option<S>,
     pool: Arc<Pool<S>>,
     reusable: bool,
+    at: Instant,
 }
 
 impl<S: PooledServer> Lease<S> {
@@ -635,6 +687,11 @@ impl<S: PooledServer> Lease<S> {
     #[inline]
     pub fn set_reusable(&mut self, reusable: bool) {
         self.reusable = reusable;
+    }
+
+    /// When the server was handed over.
+    pub fn checked_out_at(&self) -> Instant {
+        self.at
     }
 
     /// The pool this lease came from.

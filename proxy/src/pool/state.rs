@@ -143,6 +143,17 @@ impl<S: Aging> PoolState<S> {
         Step::Wait(id, rx)
     }
 
+    /// Takes an idle server without queueing (the fast path); None when
+    /// the caller must go through [`PoolState::checkout`].
+    pub(crate) fn take_idle(&mut self) -> Option<S> {
+        if self.paused || !self.waiters.is_empty() {
+            return None;
+        }
+        let idle = self.idle.pop()?;
+        self.active += 1;
+        Some(idle.server)
+    }
+
     /// A connect slot became a server (it is active now).
     pub(crate) fn connected(&mut self) {
         self.connecting -= 1;

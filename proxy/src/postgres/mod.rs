@@ -57,7 +57,7 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
     let hard = shared.hard.clone();
     let startup = loop {
         let first = tokio::select! {
-            r = tokio::time::timeout(LOGIN_TIMEOUT, first_packets(&shared, &mut conn)) => match r {
+            r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(first_packets(&shared, &mut conn))) => match r {
                 Ok(Ok(f)) => f,
                 Ok(Err(Rejected)) => return,
                 Err(_) => {
@@ -119,7 +119,7 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
     *info.tls.lock().unwrap_or_else(|e| e.into_inner()) = conn.stream.tls_description();
     let kill = info.kill.clone();
     let login = tokio::select! {
-        r = tokio::time::timeout(LOGIN_TIMEOUT, login(&shared, &mut conn, &info, startup)) => r,
+        r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(login(&shared, &mut conn, &info, startup))) => r,
         _ = hard.cancelled() => return,
         _ = kill.cancelled() => return,
     };
@@ -134,27 +134,31 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
     };
     entry.pool.clients.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("client", client.addr = %peer, database = %entry.db.name, user = %entry.pool.key.user);
-    let _enter = span.enter();
-    tracing::debug!("client logged in");
+    let Conn { stream, buf, out } = conn;
+    drop(out);
     let mut session = Session::new(
         shared.clone(),
         info.clone(),
-        conn.stream,
-        conn.buf,
+        stream,
+        buf,
         entry.clone(),
         params,
     );
-    tokio::select! {
-        _ = session.run() => {}
-        _ = hard.cancelled() => {
-            session.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux shutdown timeout reached", None).await;
+    let served = async move {
+        tracing::debug!("client logged in");
+        tokio::select! {
+            _ = session.run() => {}
+            _ = hard.cancelled() => {
+                session.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux shutdown timeout reached", None).await;
+            }
+            _ = kill.cancelled() => {
+                session.send_error(Severity::Fatal, "57P01", "terminating connection due to administrator command (KILL)", None).await;
+            }
         }
-        _ = kill.cancelled() => {
-            session.send_error(Severity::Fatal, "57P01", "terminating connection due to administrator command (KILL)", None).await;
-        }
-    }
-    session.entry.pool.clients.fetch_sub(1, Ordering::Relaxed);
-    tracing::debug!("client disconnected");
+        session.entry.pool.clients.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!("client disconnected");
+    };
+    tracing::Instrument::instrument(served, span).await;
 }
 
 /// A client connection during login.
@@ -592,7 +596,11 @@ async fn learn_parameters(
     unknown: &[(String, String)],
     params: &mut ClientParams,
 ) -> Result<(), Rejected> {
-    let mut lease = match entry.pool.checkout(info.id).await {
+    let mut lease = match entry
+        .pool
+        .checkout(info.id, std::time::Instant::now())
+        .await
+    {
         Ok(l) => l,
         Err(e) => {
             let (code, msg) = match &e {

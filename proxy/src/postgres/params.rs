@@ -105,6 +105,9 @@ pub struct ServerParams {
     pub version: u64,
     /// (client id, client version, server version) after the last sync.
     pub synced: Option<(u64, u64, u64)>,
+    /// (client state digest, server version) after the last sync: clients
+    /// that want the same state skip the comparison.
+    pub synced_digest: Option<(u64, u64)>,
 }
 
 impl ServerParams {
@@ -126,27 +129,41 @@ pub struct ClientParams {
     pub settings: ParamMap,
     /// Bumped whenever `reported` or `settings` change.
     pub version: u64,
+    /// Hash of `reported` and `settings` (order-independent).
+    pub digest: u64,
 }
 
 impl ClientParams {
+    fn changed(&mut self) {
+        self.version += 1;
+        let mut d: u64 = 0x9e37_79b9_7f4a_7c15;
+        for (k, v) in self.reported.iter() {
+            d = d.wrapping_add(pair_hash(1, k, v));
+        }
+        for (k, v) in self.settings.iter() {
+            d = d.wrapping_add(pair_hash(2, k, v));
+        }
+        self.digest = d;
+    }
+
     /// Records a wanted reported value.
     pub fn want(&mut self, name: &str, value: &str) {
         if self.reported.set(name, value) {
-            self.version += 1;
+            self.changed();
         }
     }
 
     /// Records an unreported setting and the statement that applies it.
     pub fn set_setting(&mut self, name: &str, statement: &str) {
         if self.settings.set(name, statement) {
-            self.version += 1;
+            self.changed();
         }
     }
 
     /// Forgets an unreported setting (RESET name).
     pub fn reset_setting(&mut self, name: &str) {
         if self.settings.remove_ignore_case(name) {
-            self.version += 1;
+            self.changed();
         }
     }
 
@@ -155,9 +172,18 @@ impl ClientParams {
         if !self.settings.is_empty() || !self.reported.is_empty() {
             self.settings.clear();
             self.reported.clear();
-            self.version += 1;
+            self.changed();
         }
     }
+}
+
+fn pair_hash(kind: u8, k: &str, v: &str) -> u64 {
+    let mut buf = Vec::with_capacity(k.len() + v.len() + 2);
+    buf.push(kind);
+    buf.extend_from_slice(k.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(v.as_bytes());
+    xxhash_rust::xxh3::xxh3_64(&buf)
 }
 
 /// Quotes `s` as an SQL string literal.
@@ -188,7 +214,9 @@ pub fn quote_literal(out: &mut String, s: &str) {
 /// None when they already agree. Afterwards the caller updates the server
 /// state with [`mark_synced`] (reported values arrive by ParameterStatus).
 pub fn sync_sql(client_id: u64, client: &ClientParams, server: &ServerParams) -> Option<String> {
-    if server.synced == Some((client_id, client.version, server.version)) {
+    if server.synced == Some((client_id, client.version, server.version))
+        || server.synced_digest == Some((client.digest, server.version))
+    {
         return None;
     }
     let mut set_config = String::new();
@@ -246,6 +274,7 @@ pub fn mark_synced(client_id: u64, client: &ClientParams, server: &mut ServerPar
         server.version += 1;
     }
     server.synced = Some((client_id, client.version, server.version));
+    server.synced_digest = Some((client.digest, server.version));
 }
 
 fn push_set_config(out: &mut String, name: &str, value: &str) {
@@ -345,5 +374,22 @@ mod tests {
         assert_eq!(out, "E'a\\\\b'");
         assert_eq!(quote_ident("work_mem"), "work_mem");
         assert_eq!(quote_ident("DateStyle"), "\"DateStyle\"");
+    }
+
+    #[test]
+    fn clients_wanting_the_same_state_skip_the_comparison() {
+        let mut s = server();
+        let mut a = ClientParams::default();
+        a.want("application_name", "pgbench");
+        let mut b = ClientParams::default();
+        b.want("application_name", "pgbench");
+        assert_eq!(a.digest, b.digest);
+        assert!(sync_sql(1, &a, &s).is_some());
+        s.reported("application_name", "pgbench");
+        mark_synced(1, &a, &mut s);
+        assert_eq!(sync_sql(2, &b, &s), None);
+        let mut c = ClientParams::default();
+        c.want("application_name", "other");
+        assert!(sync_sql(3, &c, &s).is_some());
     }
 }

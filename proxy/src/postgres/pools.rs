@@ -19,7 +19,7 @@ use crate::postgres::server::{PgConnector, PgServer, ServerLogin};
 /// A pool plus PostgreSQL-specific caches.
 pub struct PgPoolEntry {
     /// The pool.
-    pub pool: Arc<Pool<PgServer>>,
+    pub pool: Arc<Pool<Box<PgServer>>>,
     /// The database entry the pool was built from.
     pub db: DatabaseConfig,
     /// Insight tag of (database, user).

@@ -161,8 +161,8 @@ pub struct PgConnector {
     pub tls_mode: crate::tls::ServerTlsMode,
 }
 
-impl Connector<PgServer> for PgConnector {
-    fn connect(&self, info: Arc<ServerInfo>) -> ConnectFuture<PgServer> {
+impl Connector<Box<PgServer>> for PgConnector {
+    fn connect(&self, info: Arc<ServerInfo>) -> ConnectFuture<Box<PgServer>> {
         let host = self.host.clone();
         let port = self.port;
         let dbname = self.dbname.clone();
@@ -180,7 +180,7 @@ impl Connector<PgServer> for PgConnector {
             match tokio::time::timeout(timeout, connect(&host, port, &dbname, &login, tls, info))
                 .await
             {
-                Ok(r) => r,
+                Ok(r) => r.map(Box::new),
                 Err(_) => Err(ConnectError {
                     sqlstate: "08006",
                     message: format!(
@@ -196,7 +196,9 @@ impl Connector<PgServer> for PgConnector {
 impl PgConnector {
     /// Opens one connection outside any pool (auth_query lookups).
     pub async fn connect_once(&self) -> Result<PgServer, ConnectError> {
-        Connector::connect(self, ServerInfo::detached()).await
+        Connector::connect(self, ServerInfo::detached())
+            .await
+            .map(|b| *b)
     }
 }
 

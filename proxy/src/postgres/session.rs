@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use sqlmux_protocol::postgres::frame::{self, HEADER_LEN};
@@ -38,13 +38,19 @@ use crate::client::{ClientInfo, ClientState, PinReason};
 use crate::config::{LeakAction, PoolMode, SessionStatePolicy};
 use crate::insight::{LeakId, LeakState, SessionInsight};
 use crate::io::{self, Stream};
-use crate::pool::{CheckoutError, Lease, PooledServer, unix_us};
+use crate::pool::{CheckoutError, Lease, PooledServer, unix_us_at};
 use crate::postgres::params::{self, ClientParams};
 use crate::postgres::pools::PgPoolEntry;
 use crate::postgres::prepared::{self, ClientStatements, Prepared};
 use crate::postgres::server::PgServer;
 use crate::postgres::tracker::{Injected, Local, Req, Tracker};
 use crate::stats::{LocalCounts, Stat};
+
+thread_local! {
+    /// One normalizer per worker thread: its buffers are reused by every
+    /// session on the thread instead of living in each session.
+    static NORMALIZER: std::cell::RefCell<Normalizer> = std::cell::RefCell::new(Normalizer::new());
+}
 
 /// Output buffered for one side before sqlmux stops reading the other.
 const HIGH_WATER: usize = 64 * 1024;
@@ -116,7 +122,7 @@ pub(crate) struct Session {
     pub(crate) cout: BytesMut,
     sout: BytesMut,
     pub(crate) entry: Arc<PgPoolEntry>,
-    lease: Option<Lease<PgServer>>,
+    lease: Option<Lease<Box<PgServer>>>,
     pub(crate) params: ClientParams,
     q: Tracker,
     max_msg: u32,
@@ -125,7 +131,6 @@ pub(crate) struct Session {
     txn_status: u8,
     pin: PinReason,
     stmts: Statements,
-    norm: Normalizer,
     insight_on: bool,
     sess_insight: SessionInsight,
     counts: LocalCounts,
@@ -160,12 +165,16 @@ pub(crate) struct Session {
     pending_unpin: u8,
     /// `pool.on_session_state`.
     session_policy: SessionStatePolicy,
+    /// Recent analyses by hash of the raw statement text.
+    analyses: [(u64, Analysis); 4],
+    analyses_next: usize,
     /// Fingerprints whose text this session noted recently.
-    noted: [Fingerprint; 8],
+    noted: [Fingerprint; 4],
     noted_next: usize,
-    /// This session's child of the proxy's drain token (waiting on a child
-    /// touches no lock shared with other sessions).
-    drain: tokio_util::sync::CancellationToken,
+    /// Resolves when the proxy starts draining: one future for the whole
+    /// session (registering a fresh waiter per request would cost a lock
+    /// each time).
+    drain_wait: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
 const PIN_LISTEN: u8 = 1;
@@ -224,7 +233,6 @@ impl Session {
             txn_status: b'I',
             pin: PinReason::None,
             stmts: Statements::default(),
-            norm: Normalizer::new(),
             sess_insight: SessionInsight::new(),
             counts: LocalCounts::default(),
             now,
@@ -247,8 +255,10 @@ impl Session {
             pins: 0,
             pending_unpin: 0,
             session_policy: SessionStatePolicy::Pin,
-            drain: shared.drain.child_token(),
-            noted: [Fingerprint(u64::MAX); 8],
+            drain_wait: Box::pin(shared.drain.clone().cancelled_owned()),
+            analyses: [(u64::MAX, Analysis::default()); 4],
+            analyses_next: 0,
+            noted: [Fingerprint(u64::MAX); 4],
             noted_next: 0,
         }
     }
@@ -266,7 +276,8 @@ impl Session {
         hint: Option<&str>,
     ) {
         message::error_response(&mut self.cout, severity, code, msg, None, hint);
-        let _ = self.client.write_all_clear(&mut self.cout).await;
+        // Boxed: a rare path that would otherwise enlarge every session.
+        let _ = Box::pin(self.client.write_all_clear(&mut self.cout)).await;
     }
 
     /// Runs the session until the client leaves. Returns when done; errors
@@ -281,7 +292,8 @@ impl Session {
         self.session_policy = pool_cfg.on_session_state;
         self.rewrite = pool_cfg.mode == PoolMode::Transaction && self.max_prepared > 0;
         let end = self.transaction_loop().await;
-        self.finish(end).await;
+        // Cold paths are boxed so they do not enlarge every idle session.
+        Box::pin(self.finish(end)).await;
     }
 
     async fn transaction_loop(&mut self) -> PumpEnd {
@@ -344,7 +356,7 @@ impl Session {
                     }
                 }
                 PumpEnd::LeakIdle => {
-                    if let Some(end) = self.on_leak_idle().await {
+                    if let Some(end) = Box::pin(self.on_leak_idle()).await {
                         return end;
                     }
                 }
@@ -375,7 +387,7 @@ impl Session {
                 io::recycle_buf(&mut self.sout);
                 let readable = tokio::select! {
                     r = self.client.tcp().readable() => r.is_ok(),
-                    _ = self.drain.cancelled() => {
+                    _ = &mut self.drain_wait => {
                         self.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux is shutting down", Some("reconnect to another sqlmux instance")).await;
                         return Err(PumpEnd::ClientGone);
                     }
@@ -389,14 +401,17 @@ impl Session {
             }
             let n = tokio::select! {
                 r = self.client.read_buf(&mut self.cin) => r,
-                _ = self.drain.cancelled(), if self.cin.is_empty() => {
+                _ = &mut self.drain_wait, if self.cin.is_empty() => {
                     self.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux is shutting down", Some("reconnect to another sqlmux instance")).await;
                     return Err(PumpEnd::ClientGone);
                 }
             };
             match n {
                 Ok(0) | Err(_) => return Ok(false),
-                Ok(n) => self.counts.add(Stat::BytesReceived, n as u64),
+                Ok(n) => {
+                    self.now = Instant::now();
+                    self.counts.add(Stat::BytesReceived, n as u64);
+                }
             }
         }
     }
@@ -455,17 +470,25 @@ impl Session {
         if self.entry.pool.is_retired() {
             self.rebind_pool();
         }
-        let t0 = Instant::now();
+        let t0 = self.now;
         // Settings RELOAD may change, read once per transaction.
         self.insight_on = self.shared.insight.enabled();
         (self.leak_idle, self.leak_action) = self.shared.insight.leak_settings();
-        self.info
-            .set_state(ClientState::Waiting, unix_us(SystemTime::now()));
-        let lease = tokio::select! {
-            l = self.entry.pool.checkout(self.info.id) => l?,
-            _ = self.drain.cancelled() => return Err(CheckoutError::Closed(self.entry.db.name.clone())),
+        self.info.set_state(ClientState::Waiting, unix_us_at(t0));
+        let lease = match self.entry.pool.try_checkout(self.info.id, t0) {
+            Some(l) => l,
+            None => {
+                // Waiting or connecting: boxed, so the future of an idle
+                // session stays small.
+                let pool = self.entry.pool.clone();
+                let slow = Box::pin(pool.checkout(self.info.id, t0));
+                tokio::select! {
+                    l = slow => l?,
+                    _ = &mut self.drain_wait => return Err(CheckoutError::Closed(self.entry.db.name.clone())),
+                }
+            }
         };
-        let now = Instant::now();
+        let now = lease.checked_out_at();
         let wait_us = now.duration_since(t0).as_micros() as u64;
         self.counts.add(Stat::WaitTimeUs, wait_us);
         self.counts.add(Stat::ServerAssignments, 1);
@@ -475,8 +498,7 @@ impl Session {
                 .record_checkout_wait(self.entry.tag, wait_us);
         }
         self.info.set_link(lease.server_ref().info().id);
-        self.info
-            .set_state(ClientState::Active, unix_us(SystemTime::now()));
+        self.info.set_state(ClientState::Active, unix_us_at(now));
         self.lease = Some(lease);
         self.lease_started = now;
         self.now = now;
@@ -554,8 +576,7 @@ impl Session {
         self.server_skip = 0;
         self.leak.armed = false;
         self.info.set_link(0);
-        self.info
-            .set_state(ClientState::Idle, unix_us(SystemTime::now()));
+        self.info.set_state(ClientState::Idle, unix_us_at(self.now));
         self.entry.pool.stats.add_all(&self.counts);
         self.counts.clear();
     }
@@ -571,7 +592,7 @@ impl Session {
         // Settings changed by committed statements now belong to the client.
         let pending = std::mem::take(&mut self.pending_sets);
         if !self.rollback_seen {
-            let server = self.lease.as_mut().map(|l| l.server());
+            let server = self.lease.as_mut().map(|l| &mut **l.server());
             apply_pending(&mut self.params, pending, server);
         }
         if !self.rollback_seen && self.pending_unpin != 0 {
@@ -1337,16 +1358,39 @@ impl Session {
 
     /// Normalizes a statement (for its fingerprint and effects).
     fn analyze(&mut self, sql: &[u8]) -> Analysis {
-        let a = self.norm.normalize(sql, Dialect::Postgres);
-        if self.insight_on && !self.noted.contains(&a.fingerprint) {
-            // Texts are shared across threads; a small per-session memory of
-            // what was already noted keeps the hot path off that lock.
-            self.shared
-                .insight
-                .note_text(a.fingerprint, self.norm.text());
+        // Drivers send the same statement text again and again (every
+        // extended-protocol Parse, every repeated query): remember the last
+        // few analyses by a hash of the raw bytes.
+        let key = xxhash_rust::xxh3::xxh3_64(sql);
+        if let Some((_, a)) = self.analyses.iter().find(|(k, _)| *k == key) {
+            return *a;
+        }
+        if !self.insight_on && !sql::may_have_effects(sql) {
+            // No fingerprint wanted and nothing that changes session state.
+            return Analysis {
+                statements: 1,
+                ..Analysis::default()
+            };
+        }
+        // Texts are shared across threads; a small per-session memory of
+        // what was already noted keeps the hot path off that lock.
+        let note = self.insight_on;
+        let insight = &self.shared.insight;
+        let noted = &self.noted;
+        let a = NORMALIZER.with(|n| {
+            let mut n = n.borrow_mut();
+            let a = n.normalize(sql, Dialect::Postgres);
+            if note && !noted.contains(&a.fingerprint) {
+                insight.note_text(a.fingerprint, n.text());
+            }
+            a
+        });
+        if note && !self.noted.contains(&a.fingerprint) {
             self.noted[self.noted_next % self.noted.len()] = a.fingerprint;
             self.noted_next = self.noted_next.wrapping_add(1);
         }
+        self.analyses[self.analyses_next % self.analyses.len()] = (key, a);
+        self.analyses_next = self.analyses_next.wrapping_add(1);
         a
     }
 
@@ -1471,19 +1515,23 @@ impl Session {
     /// anything was consumed.
     fn process_server(&mut self, sbuf: &mut BytesMut) -> Result<bool, PumpEnd> {
         let mut moved = false;
-        while self.cout.len() < HIGH_WATER {
+        // Frames forwarded unchanged are copied in runs: `run` is where the
+        // current run starts, `pos` where the next frame starts.
+        let mut run = 0;
+        let mut pos = 0;
+        while self.cout.len() + (pos - run) < HIGH_WATER {
+            let rest = &sbuf[pos..];
             if self.server_skip > 0 {
-                if sbuf.is_empty() {
+                if rest.is_empty() {
                     break;
                 }
-                let n = self.server_skip.min(sbuf.len());
-                self.cout.extend_from_slice(&sbuf[..n]);
-                sbuf.advance(n);
+                let n = self.server_skip.min(rest.len());
+                pos += n;
                 self.server_skip -= n;
                 moved = true;
                 continue;
             }
-            let h = match frame::peek_header(sbuf, self.max_msg) {
+            let h = match frame::peek_header(rest, self.max_msg) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
@@ -1495,29 +1543,35 @@ impl Session {
                 }
             };
             let len = h.frame_len();
-            if sbuf.len() < len {
+            if rest.len() < len {
                 if matches!(h.tag, b'D' | b'd') && !self.swallowing() {
                     // Stream large rows and copy data through.
-                    let n = sbuf.len();
-                    self.cout.extend_from_slice(&sbuf[..n]);
-                    sbuf.advance(n);
+                    let n = rest.len();
+                    pos += n;
                     self.server_skip = len - n;
                     moved = true;
                     continue;
                 }
-                if sbuf.capacity() < len {
-                    sbuf.reserve(len - sbuf.len());
+                if sbuf.capacity() - run < len {
+                    sbuf.reserve(len);
                 }
                 break;
             }
             moved = true;
-            let forward = self.on_server_message(h.tag, &sbuf[HEADER_LEN..len])?;
-            if forward {
-                self.cout.extend_from_slice(&sbuf[..len]);
+            let forward = self.on_server_message(h.tag, &sbuf[pos + HEADER_LEN..pos + len])?;
+            if !forward {
+                self.cout.extend_from_slice(&sbuf[run..pos]);
+                run = pos + len;
             }
-            sbuf.advance(len);
-            self.drain_local();
+            pos += len;
+            if matches!(self.q.front(), Some(Req::Local(_))) {
+                self.cout.extend_from_slice(&sbuf[run..pos]);
+                run = pos;
+                self.drain_local();
+            }
         }
+        self.cout.extend_from_slice(&sbuf[run..pos]);
+        sbuf.advance(pos);
         Ok(moved)
     }
 

@@ -27,4 +27,6 @@ if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c "import psyc
   target/pyenv/bin/pip install -q "psycopg[binary]>=3.1,<4"
 fi
 
+# Benches and examples are not run by the tests; make sure they still build.
+cargo check --workspace --all-targets --locked
 cargo test --workspace --locked "$@"

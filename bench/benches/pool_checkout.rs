@@ -70,7 +70,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn cycle(pool: &Arc<Pool<MemServer>>, client: u64) {
-    let mut lease = pool.checkout(client).await.expect("checkout");
+    let mut lease = pool
+        .checkout(client, std::time::Instant::now())
+        .await
+        .expect("checkout");
     lease.set_reusable(true);
     black_box(lease.server_ref().info.id);
     drop(lease);

@@ -338,7 +338,7 @@ struct FileUser {
 /// Process-wide settings (`[general]`).
 #[derive(Debug, Clone)]
 pub struct General {
-    /// Tokio worker threads; 0 in the file means one per CPU.
+    /// Tokio worker threads; 0 in the file means half the CPUs, at least one.
     pub workers: usize,
     /// How long SIGTERM waits for open transactions before closing them.
     pub shutdown_timeout: Duration,
@@ -599,7 +599,14 @@ fn resolve(
         ));
     }
     let general = General {
-        workers: if workers == 0 { cpus } else { workers },
+        // Automatic: half the CPUs (at least one). Each worker thread adds
+        // cross-thread wake-ups; a pooler sharing its host with the
+        // database does best leaving the other cores to it.
+        workers: if workers == 0 {
+            (cpus / 2).max(1)
+        } else {
+            workers
+        },
         shutdown_timeout: g
             .shutdown_timeout
             .map(|d| d.0)

@@ -607,7 +607,7 @@ pub fn config(shared: &Shared) -> Table {
         (
             "general.workers",
             g.workers.to_string(),
-            "0 (one per CPU)".into(),
+            "0 (half the CPUs, at least 1)".into(),
             false,
         ),
         (

@@ -235,7 +235,7 @@ enum First {
 /// requests, and returns the StartupMessage.
 async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<First, Rejected> {
     let tls_available = shared.pg_tls.load().is_some();
-    if conn.buf.is_empty() && !conn.stream.is_tls() {
+    if tls_available && conn.buf.is_empty() && !conn.stream.is_tls() {
         // PostgreSQL 17 direct TLS starts with a ClientHello (0x16).
         let mut first = [0u8; 1];
         if let Ok(1) = conn.stream.tcp().peek(&mut first).await
@@ -285,20 +285,40 @@ async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<First, Reject
 
 /// A random cancel key not used by another client.
 fn new_cancel_key(shared: &Shared) -> (i32, i32) {
-    let rng = SystemRandom::new();
     loop {
-        let mut b = [0u8; 8];
-        if rng.fill(&mut b).is_err() {
-            b = crate::pool::next_id()
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .to_be_bytes();
-        }
+        let b = random_8();
         let pid = i32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]);
         let secret = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
         if pid != 0 && !shared.clients.key_in_use((pid, secret)) {
             return (pid, secret);
         }
     }
+}
+
+/// Eight bytes from the operating system's CSPRNG, drawn 512 at a time per
+/// thread so a login does not cost a getrandom call.
+fn random_8() -> [u8; 8] {
+    thread_local! {
+        static POOL: std::cell::RefCell<([u8; 512], usize)> = const { std::cell::RefCell::new(([0; 512], 512)) };
+    }
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.1 + 8 > p.0.len() {
+            if SystemRandom::new().fill(&mut p.0).is_err() {
+                // No OS randomness: fall back to unique, unpredictable-enough ids.
+                let seed = crate::pool::next_id().wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                for (i, chunk) in p.0.chunks_mut(8).enumerate() {
+                    chunk.copy_from_slice(&seed.rotate_left(i as u32 * 7).to_be_bytes());
+                }
+            }
+            p.1 = 0;
+        }
+        let at = p.1;
+        p.1 += 8;
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&p.0[at..at + 8]);
+        out
+    })
 }
 
 /// Forwards a CancelRequest to the server currently running that client's
@@ -509,19 +529,18 @@ async fn login(
     }
 
     // Welcome: ParameterStatus, BackendKeyData, ReadyForQuery.
-    let welcome = entry
-        .welcome
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .unwrap_or_default();
-    for (k, v) in welcome.iter() {
-        let v = params.reported.get(k).unwrap_or(v);
-        message::parameter_status(&mut conn.out, k, v);
-    }
-    for (k, v) in params.reported.iter() {
-        if welcome.get(k).is_none() {
+    {
+        let welcome = entry.welcome.lock().unwrap_or_else(|e| e.into_inner());
+        let empty = params::ParamMap::default();
+        let welcome = welcome.as_ref().unwrap_or(&empty);
+        for (k, v) in welcome.iter() {
+            let v = params.reported.get(k).unwrap_or(v);
             message::parameter_status(&mut conn.out, k, v);
+        }
+        for (k, v) in params.reported.iter() {
+            if welcome.get(k).is_none() {
+                message::parameter_status(&mut conn.out, k, v);
+            }
         }
     }
     if let Some(app) = params.reported.get("application_name") {

@@ -96,6 +96,10 @@ struct CompareArgs {
     /// during it.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pause: f64,
+    /// sqlmux `general.workers` (default 0: sqlmux's own choice, half the
+    /// CPUs).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    workers: usize,
 }
 
 /// Settings after defaults.
@@ -266,7 +270,10 @@ fn compare(args: CompareArgs) -> Result<()> {
         scratch.path(),
         "sqlmux",
         &direct,
-        &targets::SqlmuxSettings { insight: true },
+        &targets::SqlmuxSettings {
+            insight: true,
+            workers: args.workers,
+        },
     )?;
     check_target("sqlmux", &sqlmux.endpoint)?;
     let sqlmux_off = if need(Target::SqlmuxNoInsight) {
@@ -275,7 +282,10 @@ fn compare(args: CompareArgs) -> Result<()> {
             scratch.path(),
             "sqlmux-noinsight",
             &direct,
-            &targets::SqlmuxSettings { insight: false },
+            &targets::SqlmuxSettings {
+                insight: false,
+                workers: args.workers,
+            },
         )?;
         check_target("sqlmux-noinsight", &p.endpoint)?;
         Some(p)
@@ -316,7 +326,10 @@ fn compare(args: CompareArgs) -> Result<()> {
                 scratch.path(),
                 "sqlmux-idle",
                 &direct,
-                &targets::SqlmuxSettings { insight: true },
+                &targets::SqlmuxSettings {
+                    insight: true,
+                    workers: args.workers,
+                },
             )
         })?);
         if let Some(bin) = &pgb_bin {

@@ -101,6 +101,8 @@ pub fn build_sqlmux() -> Result<(PathBuf, Option<String>)> {
 pub struct SqlmuxSettings {
     /// `insight.enabled`.
     pub insight: bool,
+    /// `general.workers` (0 = sqlmux's default).
+    pub workers: usize,
 }
 
 /// Writes the configuration, validates it with `sqlmux check`, starts
@@ -141,10 +143,7 @@ pub fn start_sqlmux(
          host = {host:?}\n\
          port = {pgport}\n",
         user = upstream.user,
-        workers = std::env::var("SQLMUX_BENCH_WORKERS")
-            .ok()
-            .and_then(|w| w.parse::<usize>().ok())
-            .unwrap_or(0),
+        workers = settings.workers,
         insight = settings.insight,
         db = upstream.db,
         host = upstream.host,

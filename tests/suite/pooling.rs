@@ -184,3 +184,81 @@ async fn idle_servers_close_after_idle_timeout_and_min_idle_stays_warm() {
     .await;
     p.proxy.shutdown_now().await;
 }
+
+/// The backend pid of the server a client is lent.
+async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_lends_one_server_for_the_whole_session_and_resets_it() {
+    let db = fresh_db(shared_pg(), "sess");
+    let p = start_trust(&trust_db(
+        &db,
+        "size = 1, mode = \"session\", checkout_timeout = \"300ms\"",
+    ))
+    .await;
+    let a = p.connect("postgres", None, &db).await;
+    let pid = backend_pid(&a).await;
+    // A setting the server does not report back stays, as on a direct
+    // connection, and every transaction runs on the same server.
+    a.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    for _ in 0..5 {
+        a.batch_execute("BEGIN; SELECT 1; COMMIT").await.unwrap();
+        assert_eq!(backend_pid(&a).await, pid);
+    }
+    let wm: String = a.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    assert_eq!(wm, "7MB");
+    // The only server belongs to `a` even between its transactions.
+    let b = p.connect("postgres", None, &db).await;
+    let err = b.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "53300", "{}", common::err_text(&err));
+    // When `a` leaves, the server is reset (DISCARD ALL) and lent again.
+    drop(a);
+    let c = p.connect("postgres", None, &db).await;
+    let again = {
+        let mut got = None;
+        for _ in 0..50 {
+            match c.query_one("SELECT pg_backend_pid()", &[]).await {
+                Ok(row) => {
+                    got = Some(row.get::<_, i32>(0));
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        got.expect("the server is lent again after its client left")
+    };
+    assert_eq!(again, pid, "the same server is reused");
+    let wm: String = c.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    assert_ne!(wm, "7MB", "session state of the previous client was reset");
+    p.proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_older_than_max_lifetime_are_replaced() {
+    let db = fresh_db(shared_pg(), "life");
+    let p = start_trust(&trust_db(&db, "size = 1, max_lifetime = \"1s\"")).await;
+    let c = p.connect("postgres", None, &db).await;
+    let first = backend_pid(&c).await;
+    // Within the lifetime the same server serves every transaction.
+    assert_eq!(backend_pid(&c).await, first);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let mut later = backend_pid(&c).await;
+    if later == first {
+        // The server may have been released just before its lifetime ran
+        // out; the next release retires it.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        later = backend_pid(&c).await;
+    }
+    assert_ne!(later, first, "a server past max_lifetime was reused");
+    // The old server is really closed, not only set aside.
+    common::eventually(Duration::from_secs(5), "old server closed", async || {
+        server_backends(shared_pg(), &db) == 1
+    })
+    .await;
+    p.proxy.shutdown_now().await;
+}

@@ -122,8 +122,63 @@ pub struct ClientInfo {
     /// Key handed out in BackendKeyData (PostgreSQL) or the connection id
     /// (MySQL) for cancel requests.
     pub cancel_key: (i32, i32),
-    /// Cancelled by KILL to end the session.
-    pub kill: tokio_util::sync::CancellationToken,
+    /// KILL, shutdown drain and hard shutdown, as seen by this client's
+    /// task.
+    pub signals: Signals,
+}
+
+/// Events that end or change a client session, raised by other tasks and
+/// awaited by the session's own task.
+///
+/// One atomic and one waker per client: checking them costs the session's
+/// task a load and a waker comparison per wake-up, where a
+/// `CancellationToken` future takes two mutexes per poll. Global events
+/// (shutdown) are raised on every registered client.
+#[derive(Debug, Default)]
+pub struct Signals {
+    raised: AtomicU8,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Signals {
+    /// KILL from the admin console: end the session now.
+    pub const KILL: u8 = 1;
+    /// Graceful shutdown: end the session at its next idle moment.
+    pub const DRAIN: u8 = 2;
+    /// Shutdown timeout reached or immediate shutdown: end it now.
+    pub const HARD: u8 = 4;
+
+    /// Raises `bits` and wakes the session's task.
+    pub fn raise(&self, bits: u8) {
+        self.raised.fetch_or(bits, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// The raised bits among `mask` (0 when none).
+    #[inline]
+    pub fn raised(&self, mask: u8) -> u8 {
+        self.raised.load(Ordering::Acquire) & mask
+    }
+
+    /// Ready with the raised bits once any of `mask` is raised. Only the
+    /// session's own task may poll (the waker slot holds one task).
+    #[inline]
+    pub fn poll_raised(&self, cx: &mut std::task::Context<'_>, mask: u8) -> std::task::Poll<u8> {
+        let bits = self.raised(mask);
+        if bits != 0 {
+            return std::task::Poll::Ready(bits);
+        }
+        self.waker.register(cx.waker());
+        match self.raised(mask) {
+            0 => std::task::Poll::Pending,
+            bits => std::task::Poll::Ready(bits),
+        }
+    }
+
+    /// Waits until any of `mask` is raised; returns the raised bits.
+    pub async fn wait(&self, mask: u8) -> u8 {
+        std::future::poll_fn(|cx| self.poll_raised(cx, mask)).await
+    }
 }
 
 impl ClientInfo {
@@ -152,7 +207,7 @@ impl ClientInfo {
             pin: AtomicU8::new(0),
             prepared_statements: AtomicUsize::new(0),
             cancel_key,
-            kill: tokio_util::sync::CancellationToken::new(),
+            signals: Signals::default(),
         }
     }
 
@@ -265,6 +320,14 @@ impl ClientRegistry {
         self.len() == 0
     }
 
+    /// Raises `bits` on every connected client (see [`Signals`]).
+    pub fn raise_all(&self, bits: u8) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for c in inner.by_id.values() {
+            c.signals.raise(bits);
+        }
+    }
+
     /// All clients (SHOW CLIENTS).
     pub fn all(&self) -> Vec<Arc<ClientInfo>> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -307,5 +370,28 @@ impl Drop for Registration {
         inner.by_id.remove(&self.info.id);
         inner.by_key.remove(&self.info.cancel_key);
         self.registry.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn signals_wake_a_waiting_task_and_report_only_their_mask() {
+        let s = Arc::new(Signals::default());
+        // Raised before the wait: ready at once.
+        s.raise(Signals::DRAIN);
+        assert_eq!(s.wait(Signals::DRAIN | Signals::KILL).await, Signals::DRAIN);
+        // Bits outside the mask do not wake.
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.wait(Signals::KILL | Signals::HARD).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        s.raise(Signals::HARD);
+        assert_eq!(waiter.await.unwrap(), Signals::HARD);
+        assert_eq!(s.raised(Signals::KILL), 0);
     }
 }

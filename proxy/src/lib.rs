@@ -248,6 +248,7 @@ impl Shared {
     pub async fn shutdown(&self) {
         let timeout = self.config.load().general.shutdown_timeout;
         self.drain.cancel();
+        self.clients.raise_all(client::Signals::DRAIN);
         self.tasks.close();
         let wait = async {
             while !self.clients.is_empty() {
@@ -267,6 +268,8 @@ impl Shared {
     pub async fn shutdown_now(&self) {
         self.drain.cancel();
         self.hard.cancel();
+        self.clients
+            .raise_all(client::Signals::DRAIN | client::Signals::HARD);
         self.tasks.close();
         for e in self.pg_pools.all() {
             e.pool.retire();

@@ -67,6 +67,7 @@ mod keywords;
 mod lexer;
 mod normalize;
 mod set;
+mod shape;
 #[cfg(test)]
 mod tests;
 
@@ -214,6 +215,9 @@ pub struct Analysis {
 pub struct Normalizer {
     text: Vec<u8>,
     scratch: normalize::Scratch,
+    shapes: shape::ShapeCache,
+    /// The last [`Normalizer::analyze`] was answered from this shape.
+    last_hit: Option<u64>,
 }
 
 impl Normalizer {
@@ -226,11 +230,35 @@ impl Normalizer {
     /// Never panics and runs in time linear in `sql.len()` (capped at
     /// [`MAX_INPUT`]), whatever the bytes.
     pub fn normalize(&mut self, sql: &[u8], dialect: Dialect) -> Analysis {
+        self.last_hit = None;
         normalize::normalize(sql, dialect, &mut self.text, &mut self.scratch)
+    }
+    /// Like [`Normalizer::normalize`], but remembers the last few thousand
+    /// results by the statement's shape: statements that differ only in
+    /// their number literals (the bulk of what applications send without
+    /// bind parameters) are normalized once. Gives exactly what `normalize`
+    /// would, and [`Normalizer::text`] gives the same text afterwards.
+    pub fn analyze(&mut self, sql: &[u8], dialect: Dialect) -> Analysis {
+        let key = self.shapes.key(sql, dialect);
+        if let Some(key) = key
+            && let Some(a) = self.shapes.analysis(key)
+        {
+            self.last_hit = Some(key);
+            return a;
+        }
+        let a = self.normalize(sql, dialect);
+        if let Some(key) = key {
+            let text = std::str::from_utf8(&self.text).unwrap_or("");
+            self.shapes.insert(key, a, text);
+        }
+        a
     }
     /// Normalized text of the last call (empty before the first), at most
     /// [`MAX_TEXT`] bytes.
     pub fn text(&self) -> &str {
+        if let Some(text) = self.last_hit.and_then(|k| self.shapes.text(k)) {
+            return text;
+        }
         match std::str::from_utf8(&self.text) {
             Ok(s) => s,
             Err(_) => {

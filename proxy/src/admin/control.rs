@@ -94,7 +94,7 @@ pub async fn kill(shared: &Shared, db: Option<&str>) -> Result<(), AdminError> {
     let mut killed = 0usize;
     for c in shared.clients.all() {
         if db.is_none_or(|d| c.database() == d) {
-            c.kill.cancel();
+            c.signals.raise(crate::client::Signals::KILL);
             killed += 1;
         }
     }

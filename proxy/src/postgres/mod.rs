@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 
 use crate::Shared;
 use crate::auth::{AuthUser, ScramKeys};
-use crate::client::{ClientInfo, ClientState};
+use crate::client::{ClientInfo, ClientState, Signals};
 use crate::config::{AuthMethod, Protocol};
 use crate::io::Stream;
 use crate::pool::{PooledServer, unix_us};
@@ -116,12 +116,17 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
     let key = new_cancel_key(&shared);
     let info = Arc::new(ClientInfo::new(Protocol::Postgres, peer, local, key));
     let _registration = shared.clients.register(info.clone());
+    // A shutdown that began before the registration did not see this
+    // client: raise its signals here (the registry lock orders the two).
+    if shared.hard.is_cancelled() {
+        info.signals.raise(Signals::DRAIN | Signals::HARD);
+    } else if shared.drain.is_cancelled() {
+        info.signals.raise(Signals::DRAIN);
+    }
     *info.tls.lock().unwrap_or_else(|e| e.into_inner()) = conn.stream.tls_description();
-    let kill = info.kill.clone();
     let login = tokio::select! {
         r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(login(&shared, &mut conn, &info, startup))) => r,
-        _ = hard.cancelled() => return,
-        _ = kill.cancelled() => return,
+        _ = info.signals.wait(Signals::KILL | Signals::HARD) => return,
     };
     let (entry, params) = match login {
         Ok(Ok(v)) => v,
@@ -146,13 +151,19 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
     );
     let served = async move {
         tracing::debug!("client logged in");
+        // Biased: the session first, so a busy session costs one atomic
+        // load per wake-up for the signals.
+        let signals = info.signals.wait(Signals::KILL | Signals::HARD);
         tokio::select! {
+            biased;
             _ = session.run() => {}
-            _ = hard.cancelled() => {
-                session.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux shutdown timeout reached", None).await;
-            }
-            _ = kill.cancelled() => {
-                session.send_error(Severity::Fatal, "57P01", "terminating connection due to administrator command (KILL)", None).await;
+            bits = signals => {
+                let msg = if bits & Signals::HARD != 0 {
+                    "terminating connection: sqlmux shutdown timeout reached"
+                } else {
+                    "terminating connection due to administrator command (KILL)"
+                };
+                session.send_error(Severity::Fatal, "57P01", msg, None).await;
             }
         }
         session.entry.pool.clients.fetch_sub(1, Ordering::Relaxed);

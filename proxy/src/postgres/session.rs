@@ -34,7 +34,7 @@ use sqlmux_protocol::postgres::message::{self, Severity};
 use sqlmux_protocol::sql::{self, Analysis, Dialect, Effects, Fingerprint, Kind, Normalizer};
 
 use crate::Shared;
-use crate::client::{ClientInfo, ClientState, PinReason};
+use crate::client::{ClientInfo, ClientState, PinReason, Signals};
 use crate::config::{LeakAction, PoolMode, SessionStatePolicy};
 use crate::insight::{LeakId, LeakState, SessionInsight};
 use crate::io::{self, Stream};
@@ -171,10 +171,6 @@ pub(crate) struct Session {
     /// Fingerprints whose text this session noted recently.
     noted: [Fingerprint; 4],
     noted_next: usize,
-    /// Resolves when the proxy starts draining: one future for the whole
-    /// session (registering a fresh waiter per request would cost a lock
-    /// each time).
-    drain_wait: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
 const PIN_LISTEN: u8 = 1;
@@ -255,7 +251,6 @@ impl Session {
             pins: 0,
             pending_unpin: 0,
             session_policy: SessionStatePolicy::Pin,
-            drain_wait: Box::pin(shared.drain.clone().cancelled_owned()),
             analyses: [(u64::MAX, Analysis::default()); 4],
             analyses_next: 0,
             noted: [Fingerprint(u64::MAX); 4],
@@ -343,7 +338,7 @@ impl Session {
                     self.on_boundary();
                     if !self.hold_lease() {
                         self.release(true);
-                    } else if self.shared.drain.is_cancelled() {
+                    } else if self.info.signals.raised(Signals::DRAIN) != 0 {
                         // Shutting down: end pinned sessions at their boundary.
                         self.send_error(
                             Severity::Fatal,
@@ -385,9 +380,12 @@ impl Session {
                 io::recycle_buf(&mut self.cin);
                 io::recycle_buf(&mut self.cout);
                 io::recycle_buf(&mut self.sout);
+                // Biased, the client first: the drain future is polled only
+                // while the client is quiet (each poll takes its lock).
                 let readable = tokio::select! {
+                    biased;
                     r = self.client.tcp().readable() => r.is_ok(),
-                    _ = &mut self.drain_wait => {
+                    _ = self.info.signals.wait(Signals::DRAIN) => {
                         self.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux is shutting down", Some("reconnect to another sqlmux instance")).await;
                         return Err(PumpEnd::ClientGone);
                     }
@@ -400,8 +398,9 @@ impl Session {
                 }
             }
             let n = tokio::select! {
+                biased;
                 r = self.client.read_buf(&mut self.cin) => r,
-                _ = &mut self.drain_wait, if self.cin.is_empty() => {
+                _ = self.info.signals.wait(Signals::DRAIN), if self.cin.is_empty() => {
                     self.send_error(Severity::Fatal, "57P01", "terminating connection: sqlmux is shutting down", Some("reconnect to another sqlmux instance")).await;
                     return Err(PumpEnd::ClientGone);
                 }
@@ -484,7 +483,7 @@ impl Session {
                 let slow = Box::pin(pool.checkout(self.info.id, t0));
                 tokio::select! {
                     l = slow => l?,
-                    _ = &mut self.drain_wait => return Err(CheckoutError::Closed(self.entry.db.name.clone())),
+                    _ = self.info.signals.wait(Signals::DRAIN) => return Err(CheckoutError::Closed(self.entry.db.name.clone())),
                 }
             }
         };
@@ -1379,7 +1378,7 @@ impl Session {
         let noted = &self.noted;
         let a = NORMALIZER.with(|n| {
             let mut n = n.borrow_mut();
-            let a = n.normalize(sql, Dialect::Postgres);
+            let a = n.analyze(sql, Dialect::Postgres);
             if note && !noted.contains(&a.fingerprint) {
                 insight.note_text(a.fingerprint, n.text());
             }

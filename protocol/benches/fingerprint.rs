@@ -1,6 +1,6 @@
 //! Cost of `Normalizer::normalize` per statement (group `fingerprint`).
 //!
-//! Cases follow research/crates.md section 5: a 40 B point select, a ~200 B
+//! Cases: a 40 B point select, a ~200 B
 //! OLTP select with a join and an IN list, a ~2 KB ORM query with a
 //! 100-element IN list, a ~4 KB multi-row INSERT and a 64 KiB unterminated
 //! quote. Before timing, each case is run once more on a warm normalizer

@@ -1,10 +1,9 @@
 //! Test harness: real, throwaway PostgreSQL and MariaDB servers for the
 //! integration suite (`tests/suite/`).
 //!
-//! The suite drives sqlmux with real clients against real servers (DESIGN.md
-//! §8). This crate starts those servers: each one gets its own temporary
-//! directory and a free port, runs as a child of the test process and cannot
-//! outlive it.
+//! The suite drives sqlmux with real clients against real servers. This
+//! crate starts those servers: each one gets its own temporary directory and
+//! a free port, runs as a child of the test process and cannot outlive it.
 //!
 //! # Map
 //!

@@ -72,13 +72,18 @@ pub(crate) fn shape(sql: &[u8], out: &mut Vec<u8>) -> bool {
     let mut i = 0;
     let mut start = 0;
     while i < n {
+        // Plain bytes are the bulk: skip them in one tight loop.
+        match sql[i..].iter().position(|&b| CLASS[b as usize] != PLAIN) {
+            Some(k) => i += k,
+            None => break,
+        }
         match CLASS[sql[i] as usize] {
-            PLAIN => i += 1,
             DIGIT => {
                 let run = i;
-                while i < n && sql[i].is_ascii_digit() {
-                    i += 1;
-                }
+                i += sql[i..]
+                    .iter()
+                    .position(|b| !b.is_ascii_digit())
+                    .unwrap_or(n - i);
                 let free_before = run == 0 || !sticky(sql[run - 1]);
                 let free_after = i == n || !sticky(sql[i]);
                 if free_before && free_after {

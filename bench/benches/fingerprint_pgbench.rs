@@ -5,8 +5,11 @@
 //! measures `sqlmux_protocol::sql::Normalizer::normalize` on exactly the
 //! statements the `compare` runner's pgbench load makes sqlmux normalize:
 //! the `-S` select in simple (literal) and extended (`$1`) form, and the
-//! TPC-B-like script's statements. Its per-statement cost is part of the
-//! sqlmux CPU/tx figure in the comparison table.
+//! TPC-B-like script's statements. Each case is measured twice: `normalize`
+//! (a statement seen for the first time) and `analyze` (what the session
+//! calls: a statement whose shape, i.e. its text up to the numbers, was seen
+//! before is answered from memory). The latter is part of the sqlmux CPU/tx
+//! figure in the comparison table.
 //!
 //! Run: `cargo bench -p sqlmux-bench --bench fingerprint_pgbench`.
 
@@ -42,8 +45,19 @@ fn bench(c: &mut Criterion) {
         let a = n.normalize(sql.as_bytes(), Dialect::Postgres);
         println!("{name}: {} -> {} ({})", sql, n.text(), a.fingerprint);
         group.throughput(Throughput::Elements(1));
-        group.bench_function(*name, |b| {
+        group.bench_function(format!("{name}/normalize"), |b| {
             b.iter(|| black_box(n.normalize(black_box(sql.as_bytes()), Dialect::Postgres)))
+        });
+        // Another number of another length each time: the shape is the same.
+        let variants: Vec<String> = (0..64u64)
+            .map(|i| sql.replace("483921", &(i * 7919 + 3).to_string()))
+            .collect();
+        let mut i = 0;
+        group.bench_function(format!("{name}/analyze"), |b| {
+            b.iter(|| {
+                i = (i + 1) % variants.len();
+                black_box(n.analyze(black_box(variants[i].as_bytes()), Dialect::Postgres))
+            })
         });
     }
     group.finish();

@@ -12,6 +12,10 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing missing packages: ${need[*]}"
   sudo=""
@@ -21,10 +25,16 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-# psycopg 3 for the driver compatibility tests, in a venv under target/.
-if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c "import psycopg" 2>/dev/null; then
+# psycopg 3 and asyncpg for the driver compatibility tests, in a venv under target/.
+if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c "import psycopg, asyncpg" 2>/dev/null; then
   python3 -m venv target/pyenv 2>/dev/null || { apt-get install -y -qq python3-venv && python3 -m venv target/pyenv; }
-  target/pyenv/bin/pip install -q "psycopg[binary]>=3.1,<4"
+  target/pyenv/bin/pip install -q "psycopg[binary]>=3.1,<4" "asyncpg>=0.29,<1"
+fi
+
+# node-postgres for the driver compatibility tests, under target/node.
+if [ ! -f target/node/node_modules/pg/package.json ]; then
+  mkdir -p target/node
+  npm install --silent --no-audit --no-fund --prefix target/node "pg@8"
 fi
 
 # Benches and examples are not run by the tests; make sure they still build.

@@ -594,15 +594,16 @@ async fn listen_pins_until_unlisten_and_error_policy_refuses() {
     let _ = start;
 }
 
-/// A Python with psycopg 3 (scripts/test.sh installs one into target/pyenv).
-fn psycopg_python() -> PathBuf {
+/// A Python that can import `module` (scripts/test.sh installs psycopg 3
+/// and asyncpg into target/pyenv).
+fn python_with(module: &str) -> PathBuf {
     if let Ok(p) = std::env::var("SQLMUX_TEST_PYTHON") {
         return PathBuf::from(p);
     }
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python");
     for candidate in [venv, PathBuf::from("python3")] {
         let ok = std::process::Command::new(&candidate)
-            .args(["-c", "import psycopg"])
+            .args(["-c", &format!("import {module}")])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
@@ -611,13 +612,24 @@ fn psycopg_python() -> PathBuf {
         }
     }
     panic!(
-        "psycopg 3 is not installed: run scripts/test.sh (it installs it into target/pyenv) or set SQLMUX_TEST_PYTHON"
+        "the Python module {module} is not installed: run scripts/test.sh (it installs it into target/pyenv) or set SQLMUX_TEST_PYTHON"
     );
+}
+
+/// Runs a Python script (up to 60 s); returns (success, output).
+async fn run_python(python: PathBuf, script: String) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(python);
+        cmd.arg("-c").arg(script);
+        run(cmd, Duration::from_secs(60))
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_simple_extended_and_auto_prepared_queries_work() {
-    let python = psycopg_python();
+    let python = python_with("psycopg");
     let db = fresh_db(shared_pg(), "psyco");
     let p = start_trust(&trust_db(&db, "size = 2")).await;
     let script = format!(
@@ -652,14 +664,258 @@ print("ok")
         port = p.port,
         db = db
     );
+    let (ok, out) = run_python(python, script).await;
+    assert!(ok && out.contains("ok"), "{out}");
+    p.proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_pool_with_its_statement_cache_works_over_two_servers() {
+    // asyncpg names and caches a prepared statement for every query it
+    // runs (`__asyncpg_stmt_N__`), introspects types with prepared queries,
+    // and resets connections on release with UNLISTEN / RESET ALL /
+    // pg_advisory_unlock_all(): the classic way to break a transaction
+    // pooler. Eight asyncpg connections share two servers here.
+    let python = python_with("asyncpg");
+    let db = fresh_db(shared_pg(), "apg");
+    let p = start_trust(&trust_db(&db, "size = 2")).await;
+    let script = format!(
+        r#"
+import asyncio, asyncpg
+dsn = "postgresql://postgres@127.0.0.1:{port}/{db}"
+async def main():
+    pool = await asyncpg.create_pool(dsn, min_size=8, max_size=8)
+    async with pool.acquire() as c:
+        await c.execute("CREATE TABLE t (id int primary key, v text, tags int[])")
+        await c.executemany("INSERT INTO t VALUES ($1, $2, $3)", [(i, f"v{{i}}", [i, i + 1]) for i in range(100)])
+    async def worker(k):
+        done = 0
+        for i in range(40):
+            async with pool.acquire() as c:
+                row = await c.fetchrow("SELECT id, v, tags FROM t WHERE id = $1", (k * 40 + i) % 100)
+                assert row["v"] == f"v{{row['id']}}" and row["tags"] == [row["id"], row["id"] + 1], row
+                async with c.transaction():
+                    await c.execute("UPDATE t SET v = v WHERE id = $1", row["id"])
+                    assert await c.fetchval("SELECT count(*) FROM t WHERE id <= $1", row["id"]) == row["id"] + 1
+                done += 1
+        return done
+    assert sum(await asyncio.gather(*(worker(k) for k in range(8)))) == 320
+    async with pool.acquire() as c:
+        # A prepared statement object reused across transactions.
+        st = await c.prepare("SELECT count(*) FROM t WHERE id < $1")
+        for n in (10, 20, 30):
+            assert await st.fetchval(n) == n
+        # A server-side cursor inside a transaction.
+        async with c.transaction():
+            ids = [r["id"] async for r in c.cursor("SELECT id FROM t ORDER BY id", prefetch=7)]
+            assert ids == list(range(100)), ids[:5]
+        # An error does not break the connection or its statement cache.
+        try:
+            await c.fetchval("SELECT 1 / $1", 0)
+            raise SystemExit("division by zero did not fail")
+        except asyncpg.DivisionByZeroError:
+            pass
+        assert await c.fetchval("SELECT 1 / $1", 1) == 1
+        await c.copy_records_to_table("t", records=[(1000 + i, "c", None) for i in range(10)])
+        assert await c.fetchval("SELECT count(*) FROM t") == 110
+    await pool.close()
+    print("ok")
+asyncio.run(main())
+"#,
+        port = p.port,
+        db = db
+    );
+    let (ok, out) = run_python(python, script).await;
+    assert!(ok && out.contains("ok"), "{out}");
+    // Never more than the pool's two servers.
+    assert!(server_backends(shared_pg(), &db) <= 2);
+    p.proxy.shutdown_now().await;
+}
+
+/// node-postgres installed by scripts/test.sh under target/node.
+fn node_pg_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/node/node_modules/pg");
+    assert!(
+        dir.join("package.json").exists(),
+        "node-postgres is not installed: run scripts/test.sh (it installs it into target/node)"
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_named_queries_work_across_servers() {
+    // node-postgres prepares a query once per connection when it has a
+    // `name`, then only binds it: the name must keep working whichever
+    // server the client is lent.
+    let pg_dir = node_pg_dir();
+    let db = fresh_db(shared_pg(), "nodepg");
+    let p = start_trust(&trust_db(&db, "size = 2")).await;
+    let script = format!(
+        r#"
+const {{ Pool }} = require({pg:?});
+(async () => {{
+  const pool = new Pool({{ host: "127.0.0.1", port: {port}, user: "postgres", database: "{db}", max: 6 }});
+  await pool.query("CREATE TABLE t (id int primary key, v text)");
+  await pool.query("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 50) g");
+  const byId = (id) => ({{ name: "by-id", text: "SELECT id, v FROM t WHERE id = $1", values: [id] }});
+  const work = async (k) => {{
+    let n = 0;
+    for (let i = 0; i < 30; i++) {{
+      const id = ((k * 30 + i) % 50) + 1;
+      const c = await pool.connect();
+      try {{
+        const r = await c.query(byId(id));
+        if (r.rows.length !== 1 || r.rows[0].v !== "v" + id) throw new Error("bad row " + JSON.stringify(r.rows));
+        await c.query("BEGIN");
+        await c.query({{ name: "touch", text: "UPDATE t SET v = v WHERE id = $1", values: [id] }});
+        await c.query("COMMIT");
+        n++;
+      }} finally {{
+        c.release();
+      }}
+    }}
+    return n;
+  }};
+  const done = await Promise.all([0, 1, 2, 3, 4, 5].map(work));
+  if (done.reduce((a, b) => a + b) !== 180) throw new Error("lost work");
+  // An error in a named query leaves the connection usable.
+  const c = await pool.connect();
+  try {{
+    await c.query({{ name: "div", text: "SELECT 1 / $1::int AS x", values: [0] }});
+    throw new Error("division by zero did not fail");
+  }} catch (e) {{
+    if (e.code !== "22012") throw e;
+  }}
+  const r = await c.query({{ name: "div", text: "SELECT 1 / $1::int AS x", values: [1] }});
+  if (r.rows[0].x !== 1) throw new Error("after error: " + JSON.stringify(r.rows));
+  c.release();
+  await pool.end();
+  console.log("ok");
+}})().catch((e) => {{ console.error(e); process.exit(1); }});
+"#,
+        pg = pg_dir.display().to_string(),
+        port = p.port,
+        db = db
+    );
     let out = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(python);
-        cmd.arg("-c").arg(script);
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg("-e").arg(script);
         run(cmd, Duration::from_secs(60))
     })
     .await
     .unwrap();
     assert!(out.0 && out.1.contains("ok"), "{}", out.1);
+    assert!(server_backends(shared_pg(), &db) <= 2);
+    p.proxy.shutdown_now().await;
+}
+
+/// The PostgreSQL JDBC driver (Debian's libpostgresql-jdbc-java, installed
+/// by scripts/test.sh).
+const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_server_prepared_statements_and_batches_work_across_servers() {
+    // pgjdbc switches a PreparedStatement to a named server statement
+    // (S_1, S_2, ...) after prepareThreshold executions (1 here, so at
+    // once), sends batches as pipelined Parse/Bind/Execute with one Sync,
+    // and keeps its statements for the life of the connection.
+    assert!(
+        std::path::Path::new(JDBC_JAR).exists(),
+        "{JDBC_JAR} is missing: run scripts/test.sh (it installs libpostgresql-jdbc-java)"
+    );
+    let db = fresh_db(shared_pg(), "jdbc");
+    let p = start_trust(&trust_db(&db, "size = 2")).await;
+    let dir = std::env::temp_dir().join(crate::common::unique_db("sqlmux_jdbc"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("JdbcCheck.java");
+    std::fs::write(
+        &source,
+        r#"
+import java.sql.*;
+import java.util.*;
+import java.util.concurrent.*;
+
+public class JdbcCheck {
+    public static void main(String[] args) throws Exception {
+        String url = args[0];
+        try (Connection c = DriverManager.getConnection(url)) {
+            c.createStatement().execute("CREATE TABLE t (id int primary key, v text)");
+            c.setAutoCommit(false);
+            try (PreparedStatement ins = c.prepareStatement("INSERT INTO t VALUES (?, ?)")) {
+                for (int i = 1; i <= 200; i++) {
+                    ins.setInt(1, i);
+                    ins.setString(2, "v" + i);
+                    ins.addBatch();
+                }
+                int[] counts = ins.executeBatch();
+                if (counts.length != 200) throw new AssertionError("batch " + counts.length);
+            }
+            c.commit();
+        }
+        ExecutorService pool = Executors.newFixedThreadPool(6);
+        List<Future<Integer>> results = new ArrayList<>();
+        for (int k = 0; k < 6; k++) {
+            final int base = k;
+            results.add(pool.submit(() -> {
+                int done = 0;
+                try (Connection c = DriverManager.getConnection(url);
+                     PreparedStatement sel = c.prepareStatement("SELECT v FROM t WHERE id = ?");
+                     PreparedStatement upd = c.prepareStatement("UPDATE t SET v = v WHERE id = ?")) {
+                    for (int i = 0; i < 40; i++) {
+                        int id = (base * 40 + i) % 200 + 1;
+                        sel.setInt(1, id);
+                        try (ResultSet rs = sel.executeQuery()) {
+                            if (!rs.next() || !rs.getString(1).equals("v" + id)) throw new AssertionError("row " + id);
+                        }
+                        c.setAutoCommit(false);
+                        upd.setInt(1, id);
+                        if (upd.executeUpdate() != 1) throw new AssertionError("update " + id);
+                        c.commit();
+                        c.setAutoCommit(true);
+                        done++;
+                    }
+                }
+                return done;
+            }));
+        }
+        int total = 0;
+        for (Future<Integer> f : results) total += f.get();
+        pool.shutdown();
+        if (total != 240) throw new AssertionError("total " + total);
+        try (Connection c = DriverManager.getConnection(url);
+             PreparedStatement div = c.prepareStatement("SELECT 1 / ?")) {
+            div.setInt(1, 0);
+            try {
+                div.executeQuery();
+                throw new AssertionError("division by zero did not fail");
+            } catch (SQLException e) {
+                if (!"22012".equals(e.getSQLState())) throw e;
+            }
+            div.setInt(1, 1);
+            try (ResultSet rs = div.executeQuery()) {
+                if (!rs.next() || rs.getInt(1) != 1) throw new AssertionError("after error");
+            }
+        }
+        System.out.println("ok");
+    }
+}
+"#,
+    )
+    .unwrap();
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{}/{}?user=postgres&prepareThreshold=1&sslmode=disable",
+        p.port, db
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new("java");
+        cmd.arg("-cp").arg(JDBC_JAR).arg(&source).arg(url);
+        run(cmd, Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    assert!(out.0 && out.1.contains("ok"), "{}", out.1);
+    assert!(server_backends(shared_pg(), &db) <= 2);
+    let _ = std::fs::remove_dir_all(&dir);
     p.proxy.shutdown_now().await;
 }
 

@@ -297,3 +297,33 @@ async fn leak_rollback_undoes_the_work_frees_the_server_and_tells_the_client() {
     assert_eq!(v, 0);
     p.proxy.shutdown_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_in_a_non_utf8_client_encoding_are_shown_with_replacement_characters() {
+    use std::os::unix::ffi::OsStrExt;
+    let db = fresh_db(shared_pg(), "ins_latin1");
+    let p = start_trust(&body(&db, "")).await;
+    // psql sends the bytes as they are: LATIN1 é (0xE9) in a quoted
+    // identifier, which the normal form keeps verbatim.
+    let sql = b"SELECT 42 AS \"caf\xe9\"";
+    let port = p.port;
+    let db2 = db.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = sqlmux_tests::psql_command(port, "postgres", None, &db2);
+        cmd.env("PGCLIENTENCODING", "LATIN1")
+            .arg("-At")
+            .arg("-c")
+            .arg(std::ffi::OsStr::from_bytes(sql));
+        run(cmd, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    assert!(out.0 && out.1.trim() == "42", "{}", out.1);
+    let rows = admin(&p, "SHOW STATEMENTS").await;
+    assert!(
+        rows.iter()
+            .any(|r| r["query"] == "select $1 as \"caf\u{fffd}\"" && r["calls"] == "1"),
+        "{rows:?}"
+    );
+    p.proxy.shutdown_now().await;
+}

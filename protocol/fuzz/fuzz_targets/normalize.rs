@@ -10,7 +10,9 @@ fuzz_target!(|data: &[u8]| {
         let a = n.normalize(data, d);
         let text = n.text().to_owned();
         let b = n.normalize(text.as_bytes(), d);
-        if text.len() < sqlmux_protocol::sql::MAX_TEXT {
+        // A text cut at MAX_TEXT (on a character boundary, so up to 3 bytes
+        // short of it) no longer carries the whole fingerprint.
+        if text.len() + 4 <= sqlmux_protocol::sql::MAX_TEXT {
             assert_eq!(n.text(), text);
             assert_eq!(a.fingerprint, b.fingerprint);
         }

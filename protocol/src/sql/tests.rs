@@ -1226,3 +1226,23 @@ fn analyze_answers_numbers_from_memory_and_keeps_identifiers_apart() {
     let q2 = n.analyze(b"select \"2\" from t", PG);
     assert_ne!(q1.fingerprint, q2.fingerprint);
 }
+
+#[test]
+fn non_utf8_statements_get_a_utf8_text_that_fingerprints_to_itself() {
+    // A LATIN1 client's identifier (é = 0xE9) and plain garbage.
+    for sql in [
+        &b"SELECT caf\xe9 FROM t WHERE id = 1"[..],
+        b"\n\xac\xac\xff\xff select",
+    ] {
+        for d in [PG, MY] {
+            let mut n = Normalizer::new();
+            let a = n.normalize(sql, d);
+            let text = n.text().to_owned();
+            assert!(!text.is_empty(), "{sql:?}");
+            assert!(text.contains('\u{fffd}'), "{text}");
+            let b = n.normalize(text.as_bytes(), d);
+            assert_eq!(n.text(), text);
+            assert_eq!(a.fingerprint, b.fingerprint, "{text}");
+        }
+    }
+}

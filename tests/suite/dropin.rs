@@ -998,3 +998,44 @@ async fn server_statement_cache_is_bounded_and_discard_all_forgets_client_statem
     assert_eq!(v, 8);
     p.proxy.shutdown_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gssenc_request_is_declined_and_the_login_continues_in_plain_text() {
+    let db = fresh_db(shared_pg(), "gssenc");
+    let p = start_trust(&trust_db(&db, "size = 1")).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    // GSSENCRequest: length 8, code 80877104.
+    let mut req = Vec::new();
+    req.extend_from_slice(&8i32.to_be_bytes());
+    req.extend_from_slice(&80877104i32.to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(
+        answer[0], b'N',
+        "GSSENCRequest answered {:?}",
+        answer[0] as char
+    );
+    // The same connection goes on with an ordinary StartupMessage, as
+    // libpq does after an 'N'.
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608i32.to_be_bytes());
+    for (k, v) in [("user", "postgres"), ("database", db.as_str())] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    s.write_all(&startup).await.unwrap();
+    // AuthenticationOk ('R', length 8, code 0) comes first.
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], b'R');
+    assert_eq!(&head[1..], &[0, 0, 0, 8, 0, 0, 0, 0]);
+    p.proxy.shutdown_now().await;
+}

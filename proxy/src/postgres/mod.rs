@@ -47,108 +47,17 @@ struct Rejected;
 
 /// Serves one accepted PostgreSQL client connection until it closes.
 pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    let _ = tcp.set_nodelay(true);
-    let local = tcp.local_addr().unwrap_or(peer);
-    let mut conn = Conn {
-        stream: Stream::Plain(tcp),
-        buf: BytesMut::with_capacity(1024),
-        out: BytesMut::with_capacity(512),
-    };
-    let hard = shared.hard.clone();
-    let startup = loop {
-        let first = tokio::select! {
-            r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(first_packets(&shared, &mut conn))) => match r {
-                Ok(Ok(f)) => f,
-                Ok(Err(Rejected)) => return,
-                Err(_) => {
-                    conn.fatal("08P01", "login timed out: no startup packet within 60 s", None).await;
-                    return;
-                }
-            },
-            _ = hard.cancelled() => return,
-        };
-        match first {
-            First::Startup(s) => break s,
-            First::Done => return,
-            First::StartTls => {
-                if !conn.buf.is_empty() {
-                    // Bytes sent after SSLRequest but before the handshake
-                    // could be injected by a man in the middle.
-                    conn.fatal("08P01", "unexpected data after SSLRequest", None)
-                        .await;
-                    return;
-                }
-                let Some(acceptor) = (**shared.pg_tls.load()).clone() else {
-                    return;
-                };
-                let Stream::Plain(tcp) = conn.stream else {
-                    return;
-                };
-                match tokio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => conn.stream = Stream::TlsServer(Box::new(tls)),
-                    Ok(Err(e)) => {
-                        tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                }
-            }
-        }
-    };
-    let tls_required = shared
-        .config
-        .load()
-        .postgres
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.mode == crate::config::ClientTlsMode::Require);
-    if tls_required && !conn.stream.is_tls() {
-        conn.fatal(
-            "28000",
-            "sqlmux requires TLS for this connection (postgres.tls.mode = \"require\")",
-            Some("connect with sslmode=require or stronger"),
-        )
-        .await;
+    // The login runs in its own boxed future, freed once the client is in:
+    // the task of an idle client then holds only the session's state.
+    let Some(LoggedIn {
+        mut session,
+        info,
+        registration,
+        span,
+    }) = Box::pin(log_in(&shared, tcp, peer)).await
+    else {
         return;
-    }
-
-    // From here on the client is visible in SHOW CLIENTS.
-    let key = new_cancel_key(&shared);
-    let info = Arc::new(ClientInfo::new(Protocol::Postgres, peer, local, key));
-    let _registration = shared.clients.register(info.clone());
-    // A shutdown that began before the registration did not see this
-    // client: raise its signals here (the registry lock orders the two).
-    if shared.hard.is_cancelled() {
-        info.signals.raise(Signals::DRAIN | Signals::HARD);
-    } else if shared.drain.is_cancelled() {
-        info.signals.raise(Signals::DRAIN);
-    }
-    *info.tls.lock().unwrap_or_else(|e| e.into_inner()) = conn.stream.tls_description();
-    let login = tokio::select! {
-        r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(login(&shared, &mut conn, &info, startup))) => r,
-        _ = info.signals.wait(Signals::KILL | Signals::HARD) => return,
     };
-    let (entry, params) = match login {
-        Ok(Ok(v)) => v,
-        Ok(Err(Rejected)) => return,
-        Err(_) => {
-            conn.fatal("08P01", "login timed out after 60 s", None)
-                .await;
-            return;
-        }
-    };
-    entry.pool.clients.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::debug_span!("client", client.addr = %peer, database = %entry.db.name, user = %entry.pool.key.user);
-    let Conn { stream, buf, out } = conn;
-    drop(out);
-    let mut session = Session::new(
-        shared.clone(),
-        info.clone(),
-        stream,
-        buf,
-        entry.clone(),
-        params,
-    );
     let served = async move {
         tracing::debug!("client logged in");
         // Biased: the session first, so a busy session costs one atomic
@@ -168,8 +77,129 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
         }
         session.entry.pool.clients.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("client disconnected");
+        drop(registration);
     };
     tracing::Instrument::instrument(served, span).await;
+}
+
+/// A client that has logged in, ready to be served.
+struct LoggedIn {
+    session: Session,
+    info: Arc<ClientInfo>,
+    /// Keeps the client in SHOW CLIENTS until it is dropped.
+    registration: crate::client::Registration,
+    span: tracing::Span,
+}
+
+/// Everything before the session: TLS, the startup packet, authentication,
+/// the pool. None when the connection ended (errors already reported).
+async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Option<LoggedIn> {
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().unwrap_or(peer);
+    let mut conn = Conn {
+        stream: Stream::Plain(tcp),
+        buf: BytesMut::with_capacity(1024),
+        out: BytesMut::with_capacity(512),
+    };
+    let hard = shared.hard.clone();
+    let startup = loop {
+        let first = tokio::select! {
+            r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(first_packets(shared, &mut conn))) => match r {
+                Ok(Ok(f)) => f,
+                Ok(Err(Rejected)) => return None,
+                Err(_) => {
+                    conn.fatal("08P01", "login timed out: no startup packet within 60 s", None).await;
+                    return None;
+                }
+            },
+            _ = hard.cancelled() => return None,
+        };
+        match first {
+            First::Startup(s) => break s,
+            First::Done => return None,
+            First::StartTls => {
+                if !conn.buf.is_empty() {
+                    // Bytes sent after SSLRequest but before the handshake
+                    // could be injected by a man in the middle.
+                    conn.fatal("08P01", "unexpected data after SSLRequest", None)
+                        .await;
+                    return None;
+                }
+                let acceptor = (**shared.pg_tls.load()).clone()?;
+                let Stream::Plain(tcp) = conn.stream else {
+                    return None;
+                };
+                match tokio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => conn.stream = Stream::TlsServer(Box::new(tls)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
+                        return None;
+                    }
+                    Err(_) => return None,
+                }
+            }
+        }
+    };
+    let tls_required = shared
+        .config
+        .load()
+        .postgres
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.mode == crate::config::ClientTlsMode::Require);
+    if tls_required && !conn.stream.is_tls() {
+        conn.fatal(
+            "28000",
+            "sqlmux requires TLS for this connection (postgres.tls.mode = \"require\")",
+            Some("connect with sslmode=require or stronger"),
+        )
+        .await;
+        return None;
+    }
+
+    // From here on the client is visible in SHOW CLIENTS.
+    let key = new_cancel_key(shared);
+    let info = Arc::new(ClientInfo::new(Protocol::Postgres, peer, local, key));
+    let registration = shared.clients.register(info.clone());
+    // A shutdown that began before the registration did not see this
+    // client: raise its signals here (the registry lock orders the two).
+    if shared.hard.is_cancelled() {
+        info.signals.raise(Signals::DRAIN | Signals::HARD);
+    } else if shared.drain.is_cancelled() {
+        info.signals.raise(Signals::DRAIN);
+    }
+    *info.tls.lock().unwrap_or_else(|e| e.into_inner()) = conn.stream.tls_description();
+    let login = tokio::select! {
+        r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(login(shared, &mut conn, &info, startup))) => r,
+        _ = info.signals.wait(Signals::KILL | Signals::HARD) => return None,
+    };
+    let (entry, params) = match login {
+        Ok(Ok(v)) => v,
+        Ok(Err(Rejected)) => return None,
+        Err(_) => {
+            conn.fatal("08P01", "login timed out after 60 s", None)
+                .await;
+            return None;
+        }
+    };
+    entry.pool.clients.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("client", client.addr = %peer, database = %entry.db.name, user = %entry.pool.key.user);
+    let Conn { stream, buf, out } = conn;
+    drop(out);
+    let session = Session::new(
+        shared.clone(),
+        info.clone(),
+        stream,
+        buf,
+        entry.clone(),
+        params,
+    );
+    Some(LoggedIn {
+        session,
+        info,
+        registration,
+        span,
+    })
 }
 
 /// A client connection during login.

@@ -616,15 +616,18 @@ fn python_with(module: &str) -> PathBuf {
     );
 }
 
+/// Runs a driver program off the async threads; returns (success, output).
+async fn run_driver(cmd: std::process::Command, timeout: Duration) -> (bool, String) {
+    tokio::task::spawn_blocking(move || run(cmd, timeout))
+        .await
+        .unwrap()
+}
+
 /// Runs a Python script (up to 60 s); returns (success, output).
 async fn run_python(python: PathBuf, script: String) -> (bool, String) {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(python);
-        cmd.arg("-c").arg(script);
-        run(cmd, Duration::from_secs(60))
-    })
-    .await
-    .unwrap()
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("-c").arg(script);
+    run_driver(cmd, Duration::from_secs(60)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -797,14 +800,10 @@ const {{ Pool }} = require({pg:?});
         port = p.port,
         db = db
     );
-    let out = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new("node");
-        cmd.arg("-e").arg(script);
-        run(cmd, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
-    assert!(out.0 && out.1.contains("ok"), "{}", out.1);
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg("-e").arg(script);
+    let (ok, out) = run_driver(cmd, Duration::from_secs(60)).await;
+    assert!(ok && out.contains("ok"), "{out}");
     assert!(server_backends(shared_pg(), &db) <= 2);
     p.proxy.shutdown_now().await;
 }
@@ -906,14 +905,10 @@ public class JdbcCheck {
         "jdbc:postgresql://127.0.0.1:{}/{}?user=postgres&prepareThreshold=1&sslmode=disable",
         p.port, db
     );
-    let out = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new("java");
-        cmd.arg("-cp").arg(JDBC_JAR).arg(&source).arg(url);
-        run(cmd, Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
-    assert!(out.0 && out.1.contains("ok"), "{}", out.1);
+    let mut cmd = std::process::Command::new("java");
+    cmd.arg("-cp").arg(JDBC_JAR).arg(&source).arg(url);
+    let (ok, out) = run_driver(cmd, Duration::from_secs(120)).await;
+    assert!(ok && out.contains("ok"), "{out}");
     assert!(server_backends(shared_pg(), &db) <= 2);
     let _ = std::fs::remove_dir_all(&dir);
     p.proxy.shutdown_now().await;

@@ -294,6 +294,16 @@ async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<First, Reject
             match startup::decode(&mut conn.buf) {
                 Ok(Some(p)) => break p,
                 Ok(None) => {}
+                Err(startup::StartupError::BadLength(len)) => {
+                    // Not a startup packet at all (e.g. a Terminate sent
+                    // before any login): like PostgreSQL, log it and close
+                    // without a word, since the peer expects no answer.
+                    tracing::debug!(
+                        length = len,
+                        "invalid startup packet length; connection closed"
+                    );
+                    return Err(Rejected);
+                }
                 Err(e) => {
                     conn.fatal("08P01", &format!("invalid startup packet: {e}"), None)
                         .await;
@@ -590,6 +600,7 @@ async fn login(
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = app.to_owned();
     }
+    params.remember_startup();
     message::backend_key_data(&mut conn.out, info.cancel_key.0, info.cancel_key.1);
     message::ready_for_query(&mut conn.out, b'I');
     conn.flush().await?;

@@ -83,6 +83,32 @@ impl PooledServer for PgServer {
 }
 
 impl PgServer {
+    /// Publishes the statement cache size (SHOW SERVERS, /metrics).
+    pub fn publish_statement_count(&self) {
+        self.info
+            .prepared_statements
+            .store(self.prepared.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A command completed on this server: keeps sqlmux's picture of the
+    /// server equal to the server. `DISCARD ALL` and `DEALLOCATE ALL` drop
+    /// every prepared statement, whoever sent them.
+    pub fn command_completed(&mut self, tag: &[u8]) {
+        if tag.starts_with(b"DISCARD ALL") || tag.starts_with(b"DEALLOCATE ALL") {
+            self.prepared.clear();
+            self.publish_statement_count();
+        }
+        if tag.starts_with(b"DISCARD ALL") {
+            // Unreported settings are back to their defaults (DISCARD ALL
+            // cannot run inside a transaction, so this is final); reported
+            // ones arrive as ParameterStatus.
+            if !self.params.settings.is_empty() {
+                self.params.settings.clear();
+                self.params.version += 1;
+            }
+        }
+    }
+
     /// Handles what a server sent while idle in the pool: parameter changes
     /// are recorded, notices dropped; an error (e.g. the server is shutting
     /// down) or anything else makes the server unusable.

@@ -93,9 +93,18 @@ struct StmtInfo {
 /// transaction that made it commits.
 #[derive(Debug, Clone)]
 enum PendingSet {
-    Set { name: String, statement: String },
-    Reset { name: String },
-    ResetAll,
+    Set {
+        name: String,
+        statement: String,
+    },
+    Reset {
+        name: String,
+    },
+    /// RESET ALL / DISCARD ALL; `restored` when sqlmux re-applied the
+    /// client's startup values right after it.
+    ResetAll {
+        restored: bool,
+    },
 }
 
 /// State of the leak timer for the current transaction.
@@ -149,6 +158,9 @@ pub(crate) struct Session {
     rolled_back_after: Option<Duration>,
     /// Server state unknown (protocol desync): close instead of reuse.
     server_dirty: bool,
+    /// The server sent a FATAL error (forwarded to the client): when the
+    /// connection then closes, the client has already been told why.
+    server_fatal: bool,
     /// A forwarded ReadyForQuery `I` answered everything sent so far.
     ready_idle: bool,
     /// Named prepared statements of this client (transaction mode).
@@ -159,6 +171,9 @@ pub(crate) struct Session {
     max_prepared: usize,
     /// An error sqlmux produced: ignore client messages until Sync.
     skip_until_sync: bool,
+    /// Statements to send right behind the client's RESET ALL / DISCARD
+    /// ALL that return the server to the client's startup values.
+    restore_after: Option<String>,
     /// Reasons (PIN_* bits) the client holds its server.
     pins: u8,
     /// Pin bits cleared by statements of the current transaction.
@@ -243,11 +258,13 @@ impl Session {
             leak_action,
             rolled_back_after: None,
             server_dirty: false,
+            server_fatal: false,
             ready_idle: false,
             prepared: ClientStatements::default(),
             rewrite: false,
             max_prepared: 0,
             skip_until_sync: false,
+            restore_after: None,
             pins: 0,
             pending_unpin: 0,
             session_policy: SessionStatePolicy::Pin,
@@ -572,6 +589,7 @@ impl Session {
         drop(lease);
         self.q.clear();
         self.server_dirty = false;
+        self.server_fatal = false;
         self.server_skip = 0;
         self.leak.armed = false;
         self.info.set_link(0);
@@ -647,10 +665,14 @@ fn apply_pending(
                         s.params.version += 1;
                     }
                 }
-                PendingSet::ResetAll => {
+                PendingSet::ResetAll { restored } => {
                     params.reset_all();
                     if let Some(s) = server.as_deref_mut() {
-                        s.params.settings.clear();
+                        if restored {
+                            s.params.settings = params.settings.clone();
+                        } else {
+                            s.params.settings.clear();
+                        }
                         s.params.version += 1;
                     }
                 }
@@ -705,6 +727,7 @@ impl Session {
     /// Cleans up when the session ends.
     async fn finish(&mut self, end: PumpEnd) {
         match &end {
+            PumpEnd::ServerGone(_) if self.server_fatal => {}
             PumpEnd::ServerGone(msg) => {
                 let m = format!("server connection lost: {msg}");
                 self.send_error(
@@ -992,6 +1015,10 @@ impl Session {
             self.cin = cin;
             if r? {
                 self.sout.extend_from_slice(&self.cin[..len]);
+                if let Some(sql) = self.restore_after.take() {
+                    message::query(&mut self.sout, &sql);
+                    self.q.push(Req::Injected(Injected::Restore));
+                }
             }
             self.cin.advance(len);
             if h.tag == b'X' {
@@ -1075,6 +1102,7 @@ impl Session {
                 self.q.push(Req::Parse {
                     synthetic: false,
                     stmt: None,
+                    name: None,
                 });
             }
             b'B' => {
@@ -1173,7 +1201,10 @@ impl Session {
                 } else {
                     self.stmts.portals.remove(name);
                 }
-                self.q.push(Req::Close { synthetic: false });
+                self.q.push(Req::Close {
+                    synthetic: false,
+                    evicted: None,
+                });
             }
             b'S' => {
                 if !self.q.copy_in_extended {
@@ -1221,17 +1252,18 @@ impl Session {
             );
             return Ok(false);
         }
+        // The name is usable by the messages that follow in the same batch
+        // (a Bind right behind the Parse), but exists for good only if the
+        // Parse runs: a failed or skipped Parse forgets it again.
         let prep = Arc::new(Prepared::new(query, types, info.fp, info.txn_control));
         self.prepared.insert(name, prep.clone());
-        self.info
-            .prepared_statements
-            .store(self.prepared.len(), Ordering::Relaxed);
+        self.publish_client_statements();
         let server = self.lease.as_mut().expect("leased").server();
         if server.prepared.touch(prep.id) {
-            self.push_local(Local::ParseComplete);
+            self.push_local(Local::ParseComplete(Some(name.into())));
             return Ok(false);
         }
-        self.send_parse(&prep, false);
+        self.send_parse(&prep, Some(name));
         Ok(false)
     }
 
@@ -1239,29 +1271,79 @@ impl Session {
     fn ensure_prepared(&mut self, prep: &Arc<Prepared>) {
         let server = self.lease.as_mut().expect("leased").server();
         if !server.prepared.touch(prep.id) {
-            self.send_parse(prep, true);
+            self.send_parse(prep, None);
         }
     }
 
     /// Sends a Parse of `prep` under its server name, closing evicted ones.
-    fn send_parse(&mut self, prep: &Arc<Prepared>, synthetic: bool) {
+    /// `client_name` is the client's own Parse being rewritten (its
+    /// ParseComplete goes to the client); None for an injected Parse.
+    fn send_parse(&mut self, prep: &Arc<Prepared>, client_name: Option<&[u8]>) {
         let max = self.max_prepared;
         let server = self.lease.as_mut().expect("leased").server();
         let evicted = server.prepared.add(prep, max);
-        server
-            .info()
-            .prepared_statements
-            .store(server.prepared.len(), Ordering::Relaxed);
-        for name in evicted {
+        server.publish_statement_count();
+        for (id, name) in evicted {
             prepared::write_close(&mut self.sout, &name);
-            self.q.push(Req::Close { synthetic: true });
+            self.q.push(Req::Close {
+                synthetic: true,
+                evicted: Some((id, name)),
+            });
         }
         prep.write_parse(&mut self.sout);
         self.q.push(Req::Parse {
-            synthetic,
+            synthetic: client_name.is_none(),
             stmt: Some(prep.id),
+            name: client_name.map(Into::into),
         });
         self.counts.add(Stat::ServerParses, 1);
+    }
+
+    /// Publishes the number of this client's named statements.
+    fn publish_client_statements(&self) {
+        self.info
+            .prepared_statements
+            .store(self.prepared.len(), Ordering::Relaxed);
+    }
+
+    /// A request the server will never answer (an error came first): undo
+    /// what sqlmux recorded when it sent it, so its idea of the client's
+    /// names and of the server's statements stays what the server holds.
+    fn forget_unanswered(&mut self, r: &Req) {
+        let (stmt, name, evicted) = match r {
+            Req::Parse { stmt, name, .. } => (*stmt, name.as_deref(), None),
+            Req::Local(Local::ParseComplete(name)) => (None, name.as_deref(), None),
+            Req::Close { evicted, .. } => (None, None, *evicted),
+            _ => return,
+        };
+        if let Some(name) = name {
+            self.prepared.remove(name);
+            self.publish_client_statements();
+        }
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        let server = lease.server();
+        if let Some(id) = stmt {
+            server.prepared.remove(id);
+        }
+        if let Some((id, server_name)) = evicted {
+            server.prepared.restore(id, server_name);
+        }
+        server.publish_statement_count();
+    }
+
+    /// After an error: the server skips everything up to the next Sync.
+    /// Returns the Execute the error answered, if any.
+    fn skip_to_sync(&mut self) -> Option<(Fingerprint, Instant)> {
+        let skipped = self.q.skip_to_sync();
+        for r in &skipped {
+            self.forget_unanswered(r);
+        }
+        match skipped.first() {
+            Some(Req::Execute { fp, sent }) => Some((*fp, *sent)),
+            _ => None,
+        }
     }
 
     /// Queues a reply sqlmux produces itself, in order with the server's.
@@ -1287,11 +1369,11 @@ impl Session {
                 break;
             };
             match l {
-                Local::ParseComplete => message::parse_complete(&mut self.cout),
+                Local::ParseComplete(_) => message::parse_complete(&mut self.cout),
                 Local::CloseComplete => message::close_complete(&mut self.cout),
                 Local::Error { code, message: m } => {
                     message::error_response(&mut self.cout, Severity::Error, code, &m, None, None);
-                    self.q.skip_to_sync(|_| {});
+                    self.skip_to_sync();
                 }
                 Local::QueryError { code, message: m } => {
                     message::error_response(&mut self.cout, Severity::Error, code, &m, None, None);
@@ -1418,6 +1500,10 @@ impl Session {
                 .map(|l| l.server().params.current.clone())
                 .unwrap_or_default();
             for cmd in sql::set_commands(sql, Dialect::Postgres) {
+                if cmd.value.is_none() && executes_now && a.statements == 1 && !cmd.local {
+                    // RESET name: back to the client's startup value.
+                    self.restore_after = self.params.restore_sql(Some(&cmd.name));
+                }
                 if cmd.local || reported.get_ignore_case(&cmd.name).is_some() {
                     continue;
                 }
@@ -1431,7 +1517,13 @@ impl Session {
             }
         }
         if e.any(Effects::RESET_ALL | Effects::DISCARD_ALL) {
-            self.pending_sets.push(PendingSet::ResetAll);
+            // A lone RESET ALL / DISCARD ALL in a Query: the startup values
+            // are re-applied right behind it (see `process_client`).
+            if executes_now && a.statements == 1 {
+                self.restore_after = self.params.restore_sql(None);
+            }
+            let restored = self.restore_after.is_some();
+            self.pending_sets.push(PendingSet::ResetAll { restored });
         }
         // State that clears pins once the transaction commits.
         let mut clears = 0u8;
@@ -1557,6 +1649,9 @@ impl Session {
                 break;
             }
             moved = true;
+            if h.tag == b'A' {
+                self.own_notification_pid(&mut sbuf[pos + HEADER_LEN..pos + len]);
+            }
             let forward = self.on_server_message(h.tag, &sbuf[pos + HEADER_LEN..pos + len])?;
             if !forward {
                 self.cout.extend_from_slice(&sbuf[run..pos]);
@@ -1572,6 +1667,21 @@ impl Session {
         self.cout.extend_from_slice(&sbuf[run..pos]);
         sbuf.advance(pos);
         Ok(moved)
+    }
+
+    /// A NotificationResponse sent by the client's own session (NOTIFY on
+    /// the server it is lent) names the server's process id; the client
+    /// knows its session by the id sqlmux gave it in BackendKeyData, as on
+    /// a direct connection. Rewritten in place.
+    fn own_notification_pid(&mut self, body: &mut [u8]) {
+        let Some(pid) = body.get(..4) else {
+            return;
+        };
+        let pid = i32::from_be_bytes([pid[0], pid[1], pid[2], pid[3]]);
+        let server = self.lease.as_mut().expect("leased").server();
+        if pid == server.cancel_pid {
+            body[..4].copy_from_slice(&self.info.cancel_key.0.to_be_bytes());
+        }
     }
 
     fn swallowing(&self) -> bool {
@@ -1643,11 +1753,9 @@ impl Session {
                     let cmd = message::command_complete_command(body);
                     if cmd == b"ROLLBACK" {
                         self.rollback_seen = true;
-                    } else if body.starts_with(b"DISCARD ALL")
-                        || body.starts_with(b"DEALLOCATE ALL")
-                    {
+                    } else {
                         let server = self.lease.as_mut().expect("leased").server();
-                        server.prepared.clear();
+                        server.command_completed(body);
                     }
                 }
                 match self.q.front_mut() {
@@ -1664,7 +1772,10 @@ impl Session {
             b'E' => {
                 let fields = message::decode_error_fields(body).unwrap_or_default();
                 if fields.severity == "FATAL" || fields.severity == "PANIC" {
+                    // The server is closing; its own error is the one the
+                    // client gets (see `finish`).
                     self.server_dirty = true;
+                    self.server_fatal = true;
                 }
                 self.rollback_seen = true;
                 self.counts.add(Stat::Errors, 1);
@@ -1695,23 +1806,8 @@ impl Session {
                         return Ok(false);
                     }
                     Some(_) => {
-                        let mut dropped_exec = None;
-                        match self.q.front() {
-                            Some(Req::Execute { fp, sent }) => dropped_exec = Some((*fp, *sent)),
-                            Some(Req::Parse { stmt: Some(id), .. }) => {
-                                // The statement was not created on the server.
-                                let id = *id;
-                                self.lease
-                                    .as_mut()
-                                    .expect("leased")
-                                    .server()
-                                    .prepared
-                                    .remove(id);
-                            }
-                            _ => {}
-                        }
-                        self.q.skip_to_sync(|_| {});
-                        if let Some((fp, sent)) = dropped_exec {
+                        // The failed request and everything up to Sync.
+                        if let Some((fp, sent)) = self.skip_to_sync() {
                             self.finish_statement(fp, sent, 0, true, now);
                         }
                     }
@@ -1733,7 +1829,7 @@ impl Session {
                 _ => Err(bad_server("BindComplete without a Bind")),
             },
             b'3' => match self.q.pop() {
-                Some(Req::Close { synthetic }) => Ok(!synthetic),
+                Some(Req::Close { synthetic, .. }) => Ok(!synthetic),
                 _ => Err(bad_server("CloseComplete without a Close")),
             },
             b'n' => {
@@ -1773,7 +1869,8 @@ impl Session {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()) = value.to_owned();
                 }
-                if swallow {
+                let restoring = matches!(self.q.front(), Some(Req::Injected(Injected::Restore)));
+                if swallow && !restoring {
                     return Ok(false);
                 }
                 if params::is_writable(name) {
@@ -1878,6 +1975,10 @@ pub(crate) async fn run_simple(
                         let (k, v) = (k.to_owned(), v.to_owned());
                         server.params.reported(&k, &v);
                     }
+                }
+                b'C' => {
+                    let tag = body.to_vec();
+                    server.command_completed(&tag);
                 }
                 b'E' => {
                     let f = message::decode_error_fields(body).unwrap_or_default();
@@ -1991,11 +2092,9 @@ async fn reset_server(server: &mut PgServer, max_msg: u32) -> bool {
     )
     .await
     {
-        Ok(Ok((b'I', None))) => {
-            server.params.settings.clear();
-            server.params.version += 1;
-            true
-        }
+        // The server's statement cache and settings were cleared as the
+        // DISCARD ALL completed (PgServer::command_completed).
+        Ok(Ok((b'I', None))) => true,
         _ => false,
     }
 }

@@ -210,8 +210,14 @@ async fn reset_all_and_discard_all_return_to_the_startup_values_like_a_direct_co
     let db = fresh_db(pg, "driftparams");
     let p = start_trust(&trust_db(&db, "size = 2")).await;
     for reset in ["RESET ALL", "DISCARD ALL", "RESET application_name"] {
-        let direct = format!("{}?application_name=startup-app", pg.url("postgres", None, &db));
-        let proxied = format!("{} application_name=startup-app", p.url("postgres", None, &db));
+        let direct = format!(
+            "{}?application_name=startup-app",
+            pg.url("postgres", None, &db)
+        );
+        let proxied = format!(
+            "{} application_name=startup-app",
+            p.url("postgres", None, &db)
+        );
         let want = application_name_after(&direct, reset).await;
         assert_eq!(want.0, "startup-app", "direct, {reset}");
         let got = application_name_after(&proxied, reset).await;

@@ -201,6 +201,7 @@ struct FileGeneral {
     shutdown_timeout: Option<Dur>,
     max_message_size: Option<u64>,
     server_connect_timeout: Option<Dur>,
+    client_login_timeout: Option<Dur>,
     stats_period: Option<Dur>,
 }
 
@@ -346,6 +347,8 @@ pub struct General {
     pub max_message_size: u32,
     /// Limit for TCP connect plus login to a server.
     pub server_connect_timeout: Duration,
+    /// A client must finish logging in within this (PgBouncer's key).
+    pub client_login_timeout: Duration,
     /// Interval over which SHOW STATS averages are computed.
     pub stats_period: Duration,
 }
@@ -644,6 +647,10 @@ fn resolve(
             .server_connect_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(10)),
+        client_login_timeout: g
+            .client_login_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(60)),
         stats_period: g
             .stats_period
             .map(|d| d.0)

@@ -623,6 +623,12 @@ pub fn config(shared: &Shared) -> Table {
             true,
         ),
         (
+            "general.client_login_timeout",
+            dur(g.client_login_timeout),
+            "1m".into(),
+            true,
+        ),
+        (
             "general.stats_period",
             dur(g.stats_period),
             "1m".into(),

@@ -26,7 +26,6 @@ pub mod tracker;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -43,12 +42,10 @@ use crate::config::{AuthMethod, Protocol};
 use crate::io::Stream;
 use crate::pool::registry::PoolEntry;
 use crate::pool::{PooledServer, unix_us};
+use crate::session::{Refusal, admission};
 use params::ClientParams;
 use pools::PgPool;
 use session::Session;
-
-/// Longest a client may take to log in.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A login failure already reported to the client.
 struct Rejected;
@@ -75,12 +72,12 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
             biased;
             _ = session.run() => {}
             bits = signals => {
-                let msg = if bits & Signals::HARD != 0 {
-                    "terminating connection: sqlmux shutdown timeout reached"
+                let r = if bits & Signals::HARD != 0 {
+                    Refusal::ShutdownTimeout
                 } else {
-                    "terminating connection due to administrator command (KILL)"
+                    Refusal::AdminKill
                 };
-                session.send_error(Severity::Fatal, "57P01", msg, None).await;
+                session.send_refusal(&r).await;
             }
         }
         session.core.pool.clients.fetch_sub(1, Ordering::Relaxed);
@@ -110,13 +107,17 @@ async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Optio
         out: BytesMut::with_capacity(512),
     };
     let hard = shared.hard.clone();
+    let login_timeout = shared.config.load().general.client_login_timeout;
+    let timed_out = Refusal::LoginTimeout {
+        limit: login_timeout,
+    };
     let startup = loop {
         let first = tokio::select! {
-            r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(first_packets(shared, &mut conn))) => match r {
+            r = tokio::time::timeout(login_timeout, Box::pin(first_packets(shared, &mut conn))) => match r {
                 Ok(Ok(f)) => f,
                 Ok(Err(Rejected)) => return None,
                 Err(_) => {
-                    conn.fatal("08P01", "login timed out: no startup packet within 60 s", None).await;
+                    conn.refuse(&timed_out).await;
                     return None;
                 }
             },
@@ -137,7 +138,7 @@ async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Optio
                 let Stream::Plain(tcp) = conn.stream else {
                     return None;
                 };
-                match tokio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(login_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => conn.stream = Stream::TlsServer(Box::new(tls)),
                     Ok(Err(e)) => {
                         tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
@@ -156,12 +157,8 @@ async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Optio
         .as_ref()
         .is_some_and(|t| t.mode == crate::config::ClientTlsMode::Require);
     if tls_required && !conn.stream.is_tls() {
-        conn.fatal(
-            "28000",
-            "sqlmux requires TLS for this connection (postgres.tls.mode = \"require\")",
-            Some("connect with sslmode=require or stronger"),
-        )
-        .await;
+        let setting = "postgres.tls.mode";
+        conn.refuse(&Refusal::TlsRequired { setting }).await;
         return None;
     }
 
@@ -178,15 +175,14 @@ async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Optio
     }
     *info.tls.lock().unwrap_or_else(|e| e.into_inner()) = conn.stream.tls_description();
     let login = tokio::select! {
-        r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(login(shared, &mut conn, &info, startup))) => r,
+        r = tokio::time::timeout(login_timeout, Box::pin(login(shared, &mut conn, &info, startup))) => r,
         _ = info.signals.wait(Signals::KILL | Signals::HARD) => return None,
     };
     let (entry, pg, params) = match login {
         Ok(Ok(v)) => v,
         Ok(Err(Rejected)) => return None,
         Err(_) => {
-            conn.fatal("08P01", "login timed out after 60 s", None)
-                .await;
+            conn.refuse(&timed_out).await;
             return None;
         }
     };
@@ -222,6 +218,14 @@ impl Conn {
     async fn fatal(&mut self, code: &str, msg: &str, hint: Option<&str>) {
         message::error_response(&mut self.out, Severity::Fatal, code, msg, None, hint);
         let _ = self.stream.write_all_clear(&mut self.out).await;
+    }
+
+    /// Sends a refusal as a FATAL error; the login ends.
+    async fn refuse(&mut self, r: &Refusal) -> Rejected {
+        let hint = r.hint();
+        self.fatal(r.sqlstate(), &r.message(), hint.as_deref())
+            .await;
+        Rejected
     }
 
     async fn flush(&mut self) -> Result<(), Rejected> {
@@ -481,31 +485,9 @@ async fn login(
         return Err(Rejected);
     }
 
-    // Global client limit.
-    let max_clients = cfg.pool.max_client_connections;
-    if shared.clients.len() > max_clients {
-        conn.fatal(
-            "53300",
-            &format!("too many clients: sqlmux accepts at most {max_clients} client connections (pool.max_client_connections)"),
-            Some("close idle connections or raise pool.max_client_connections"),
-        )
-        .await;
-        return Err(Rejected);
-    }
-
-    let Some(db) = cfg.database(&database) else {
-        let mut known: Vec<&str> = cfg.databases.iter().map(|d| d.name.as_str()).collect();
-        known.sort();
-        conn.fatal(
-            "3D000",
-            &format!("database \"{database}\" does not exist in sqlmux"),
-            Some(&format!(
-                "sqlmux serves: {}; add a [[databases]] entry named \"{database}\" or fix the connection string",
-                if known.is_empty() { "(none)".into() } else { known.join(", ") }
-            )),
-        )
-        .await;
-        return Err(Rejected);
+    let db = match admission::admit(shared, &cfg, Protocol::Postgres, &database) {
+        Ok(db) => db,
+        Err(r) => return Err(conn.refuse(&r).await),
     };
 
     // Authenticate.
@@ -520,31 +502,13 @@ async fn login(
                 }
             }
         }
-        None => {
-            conn.fatal(
-                "28000",
-                &format!("no such user \"{user}\" in sqlmux"),
-                Some("add a [[users]] entry for this user, or configure postgres.auth_user to look users up on the server"),
-            )
-            .await;
-            return Err(Rejected);
-        }
+        None => return Err(conn.refuse(&Refusal::UnknownUser { user }).await),
     };
     authenticate(conn, &auth_user, cfg.postgres.auth).await?;
     message::auth_ok(&mut conn.out);
 
-    // Per-database client limit.
-    if let Some(limit) = db.client_limit {
-        let used = shared.pools.clients_of(&db.name);
-        if used >= limit {
-            conn.fatal(
-                "53300",
-                &format!("too many clients for database \"{}\": at most {limit} (databases.pool.max_client_connections)", db.name),
-                Some("close idle connections or raise the database's max_client_connections"),
-            )
-            .await;
-            return Err(Rejected);
-        }
+    if let Err(r) = admission::check_database_limit(shared, &db) {
+        return Err(conn.refuse(&r).await);
     }
 
     let login = pools::server_login_for(&db, &auth_user);

@@ -9,14 +9,19 @@
 //!
 //! - [`packet`]: 4-byte headers, 16 MiB splitting and reassembly, sequence ids.
 //! - [`lenenc`]: length-encoded integers and strings, little-endian readers.
+//! - [`command`]: command bytes and the shape of the answer to each.
+//! - [`response_state`]: the response tracker: is the server's answer
+//!   complete, with which status flags, how many rows.
 //! - [`response`]: OK (with session state changes), ERR, EOF, prepare OK.
 //! - [`caps`]: capability flags, what sqlmux masks, the pool key subset.
 //! - [`status`]: server status flags and the transaction boundary test.
 
 pub mod caps;
+pub mod command;
 pub mod lenenc;
 pub mod packet;
 pub mod response;
+pub mod response_state;
 pub mod status;
 
 use thiserror::Error;

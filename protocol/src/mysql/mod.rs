@@ -9,6 +9,8 @@
 //!
 //! - [`packet`]: 4-byte headers, 16 MiB splitting and reassembly, sequence ids.
 //! - [`lenenc`]: length-encoded integers and strings, little-endian readers.
+//! - [`handshake`]: Initial Handshake v10, SSLRequest, HandshakeResponse41,
+//!   AuthSwitchRequest, AuthMoreData and the caching_sha2 markers.
 //! - [`command`]: command bytes and the shape of the answer to each.
 //! - [`response_state`]: the response tracker: is the server's answer
 //!   complete, with which status flags, how many rows.
@@ -18,6 +20,7 @@
 
 pub mod caps;
 pub mod command;
+pub mod handshake;
 pub mod lenenc;
 pub mod packet;
 pub mod response;

@@ -11,6 +11,8 @@
 //! - [`lenenc`]: length-encoded integers and strings, little-endian readers.
 //! - [`handshake`]: Initial Handshake v10, SSLRequest, HandshakeResponse41,
 //!   AuthSwitchRequest, AuthMoreData and the caching_sha2 markers.
+//! - [`auth`]: mysql_native_password and caching_sha2_password math,
+//!   verifying clients and logging in to servers without the plaintext.
 //! - [`command`]: command bytes and the shape of the answer to each.
 //! - [`response_state`]: the response tracker: is the server's answer
 //!   complete, with which status flags, how many rows.
@@ -18,6 +20,7 @@
 //! - [`caps`]: capability flags, what sqlmux masks, the pool key subset.
 //! - [`status`]: server status flags and the transaction boundary test.
 
+pub mod auth;
 pub mod caps;
 pub mod command;
 pub mod handshake;

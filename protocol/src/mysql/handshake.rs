@@ -338,10 +338,12 @@ impl<'a> HandshakeResponse<'a> {
         put_cstr(out, self.user.as_bytes());
         if caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
             put_bytes(out, self.auth_response);
-        } else {
+        } else if caps & CLIENT_SECURE_CONNECTION != 0 {
             let n = self.auth_response.len().min(255);
             out.put_u8(n as u8);
             out.put_slice(&self.auth_response[..n]);
+        } else {
+            put_cstr(out, self.auth_response);
         }
         if caps & CLIENT_CONNECT_WITH_DB != 0 {
             put_cstr(out, self.database.unwrap_or("").as_bytes());

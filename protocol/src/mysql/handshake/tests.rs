@@ -132,6 +132,9 @@ fn response_variants_of_the_auth_data() {
         (r.user, r.auth_response, r.database, r.auth_plugin),
         ("bob", &b"pw"[..], None, None)
     );
+    let mut out = BytesMut::new();
+    r.encode(&mut out, 1);
+    assert_eq!(&out[4..], &p[..]);
     assert!(HandshakeResponse::decode(&p[..31]).is_err());
 }
 

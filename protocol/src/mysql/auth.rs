@@ -20,7 +20,7 @@
 //!   [`CACHING_SHA2_PERFORM_FULL_AUTH`](super::handshake::CACHING_SHA2_PERFORM_FULL_AUTH):
 //!   over TLS the client sends the password followed by a NUL
 //!   ([`cleartext_password`], [`encode_cleartext_password`]). Without TLS
-//!   the client sends [`CACHING_SHA2_REQUEST_PUBLIC_KEY`](super::handshake::CACHING_SHA2_REQUEST_PUBLIC_KEY)
+//!   the client sends [`CACHING_SHA2_REQUEST_PUBLIC_KEY`]
 //!   (0x02), the server answers AuthMoreData with a PEM public key, and the
 //!   client sends `RSA-OAEP(pw XOR nonce)`. sqlmux does not implement that
 //!   exchange: [`full_auth_password`] returns [`AuthError::RsaNotSupported`],

@@ -7,8 +7,11 @@
 //!
 //! - [`postgres`]: PostgreSQL v3 framing, startup packets, the messages the
 //!   proxy must look inside, and the authentication math (md5, SCRAM-SHA-256).
+//! - [`mysql`]: MySQL/MariaDB framing, login packets, OK/ERR/EOF, the
+//!   response state machine and the authentication math (native, caching_sha2).
 //! - [`sql`]: one-pass statement fingerprinting and the cheap statement
 //!   classification the pooler needs (transaction control, SET, session state).
 
+pub mod mysql;
 pub mod postgres;
 pub mod sql;

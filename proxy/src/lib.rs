@@ -7,8 +7,13 @@
 //! - [`listener`]: sockets and accept loops.
 //! - [`postgres`]: the PostgreSQL front end: login, cancel, the session
 //!   loop and the forwarding pump, server connections, parameters.
+//! - [`session`]: the protocol-neutral half of every client session:
+//!   admission, the lease and transaction lifecycle with its insight hooks,
+//!   leaks, pins, and the refusals each front end renders.
 //! - [`pool`]: protocol-agnostic pools: a synchronous state machine behind a
-//!   short lock, FIFO waiting, and the [`pool::Lease`] guard.
+//!   short lock, FIFO waiting, the [`pool::Lease`] guard that returns,
+//!   resets or closes a server as the server's own state says, and the one
+//!   [`pool::registry`] of every pool of both protocols.
 //! - [`insight`]: per-statement latency histograms, N+1 bursts, leaked
 //!   transactions.
 //! - [`client`], [`auth`], [`stats`], [`io`]: shared client facts, users and
@@ -17,11 +22,12 @@
 //! # One transaction
 //!
 //! A client's first message of a transaction makes its session check out a
-//! server from the pool of (database, user). The session forwards frames
-//! both ways, looking only at frame headers and at the few messages that
-//! decide something, and feeds statement timings to the insight layer. At
-//! ReadyForQuery `I` with nothing outstanding, the lease is marked reusable
-//! and dropped, which returns the server to the pool.
+//! server from the pool of (database, user) through the session core. The
+//! session forwards frames both ways, looking only at frame headers and at
+//! the few messages that decide something, and feeds statement timings to
+//! the insight layer. At ReadyForQuery `I` with nothing outstanding, the
+//! lease is dropped; the guard asks the server whether it is clean and
+//! returns it to the pool (or resets or closes it).
 //!
 //! # Running
 //!

@@ -14,10 +14,13 @@
 //! - [`targets`]: starting sqlmux and PgBouncer with generated configs.
 //! - [`pgbench`]: one pgbench run, its summary and latency log.
 //! - [`idle`]: a minimal login-only client for the idle-client scenario.
+//! - [`mysql`]: `compare-mysql`, sysbench against MariaDB directly and
+//!   through sqlmux.
 //! - [`scenario`]: the matrix.
 //! - [`report`]: aggregation, the table, the targets, JSON.
 
 mod idle;
+mod mysql;
 mod pgbench;
 mod procs;
 mod report;
@@ -50,6 +53,9 @@ struct Cli {
 enum Cmd {
     /// Compare sqlmux with a direct connection and PgBouncer (pgbench).
     Compare(CompareArgs),
+    /// Compare sqlmux's MySQL port with a direct MariaDB connection
+    /// (sysbench).
+    CompareMysql(mysql::MysqlArgs),
 }
 
 /// Options of `compare`.
@@ -123,8 +129,11 @@ pub struct Settings {
 
 fn main() {
     let cli = Cli::parse();
-    let Cmd::Compare(args) = cli.command;
-    match compare(args) {
+    let result = match cli.command {
+        Cmd::Compare(args) => compare(args),
+        Cmd::CompareMysql(args) => mysql::compare(args),
+    };
+    match result {
         Ok(()) => {}
         Err(e) => {
             eprintln!("sqlmux-bench: error: {e:#}");

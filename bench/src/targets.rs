@@ -34,7 +34,7 @@ impl Proxy {
 }
 
 /// Waits until `port` accepts TCP connections while `server` stays alive.
-fn wait_listening(server: &mut Server, port: u16, timeout: Duration) -> Result<()> {
+pub fn wait_listening(server: &mut Server, port: u16, timeout: Duration) -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + timeout;
     loop {

@@ -122,14 +122,16 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
 }
 
 /// Server connections (client backends) to `db` as seen by the server.
+/// Panics when the count cannot be read, so a broken count never passes
+/// an upper-bound check.
 pub fn server_backends(pg: &PgCluster, db: &str) -> i64 {
-    pg.psql(
+    let out = pg.psql(
         "postgres",
         &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND backend_type = 'client backend'"),
-    )
-    .trim()
-    .parse()
-    .unwrap_or(-1)
+    );
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("cannot read the backend count of {db}: {out:?}"))
 }
 
 /// Connects and collects notices and notifications on a channel.

@@ -190,13 +190,11 @@ fn same_password(old: &AuthUser, new: Option<&str>) -> bool {
     }
 }
 
-/// How long a secret found with `auth_query` is trusted before it is
-/// looked up again.
-pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Users looked up on the server with `postgres.auth_query`, by
-/// (database, user). Entries expire after [`AUTH_CACHE_TTL`]; an entry
-/// whose secret did not change keeps its `AuthUser` (and learned keys).
+/// (database, user). Every login looks its secret up again (as PgBouncer
+/// does, so a changed password works at once); an entry whose secret did
+/// not change keeps its `AuthUser` and the keys learned from earlier
+/// logins, which server logins of the user's pool need.
 #[derive(Debug, Default)]
 pub struct AuthCache {
     map: Mutex<HashMap<(String, String), CachedUser>>,
@@ -206,13 +204,6 @@ pub struct AuthCache {
 type CachedUser = (std::time::Instant, Arc<AuthUser>);
 
 impl AuthCache {
-    /// A fresh entry, if any.
-    pub fn get(&self, db: &str, user: &str) -> Option<Arc<AuthUser>> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, u) = map.get(&(db.to_owned(), user.to_owned()))?;
-        (at.elapsed() < AUTH_CACHE_TTL).then(|| u.clone())
-    }
-
     /// Stores a looked-up secret; returns the user to use (the cached one
     /// when the secret is unchanged).
     pub fn put(&self, db: &str, user: &str, secret: &str) -> Arc<AuthUser> {

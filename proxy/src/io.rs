@@ -37,6 +37,16 @@ impl Stream {
         }
     }
 
+    /// Ends a TLS session with close_notify (bounded by a second), so the
+    /// peer sees an orderly close after the last message, as PostgreSQL's
+    /// SSL_shutdown gives it; a plain TCP stream just closes when dropped.
+    pub async fn close_gracefully(&mut self) {
+        if self.is_tls() {
+            let shutdown = tokio::io::AsyncWriteExt::shutdown(self);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), shutdown).await;
+        }
+    }
+
     /// True when TLS is in use.
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))

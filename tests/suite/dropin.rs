@@ -240,6 +240,51 @@ fn make_certs() -> Certs {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_over_tls_is_answered_with_an_orderly_close() {
+    // libpq 17's cancel API (psycopg's cancel_safe) sends its CancelRequest
+    // over TLS and reports a failure unless the server ends the TLS session
+    // with close_notify, as PostgreSQL does.
+    let python = python_with("psycopg");
+    let certs = make_certs();
+    let db = fresh_db(shared_pg(), "tlscancel");
+    let cfg = format!(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\nauth = \"trust\"\ntls = {{ cert = \"{}\", key = \"{}\", mode = \"require\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        certs.cert.display(),
+        certs.key.display(),
+        trust_db(&db, "size = 2").replace("{pg_port}", &shared_pg().port().to_string())
+    );
+    let proxy = sqlmux::Proxy::start(sqlmux::config::Config::parse(&cfg).unwrap())
+        .await
+        .unwrap();
+    let port = proxy.postgres_addr().port();
+    let script = format!(
+        r#"
+import threading, time, psycopg
+from psycopg import pq
+conn = psycopg.connect("host=127.0.0.1 port={port} user=postgres dbname={db} sslmode=require")
+status = []
+def cancel():
+    time.sleep(0.5)
+    c = conn.pgconn.cancel_conn()
+    c.blocking()
+    status.append(c.status)
+t = threading.Thread(target=cancel)
+t.start()
+try:
+    conn.execute("SELECT pg_sleep(20)")
+    raise SystemExit("not cancelled")
+except psycopg.errors.QueryCanceled:
+    t.join()
+    assert status == [pq.ConnStatus.OK], status
+    print("cancelled")
+"#
+    );
+    let (ok, out) = run_python(python, script).await;
+    assert!(ok && out.contains("cancelled"), "{out}");
+    proxy.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_connects_with_tls_require_and_verify_full_and_plain_is_refused() {
     let certs = make_certs();
     let db = fresh_db(shared_pg(), "tlsc");
@@ -389,6 +434,16 @@ async fn auth_query_logs_in_a_user_that_exists_only_on_the_server() {
     r1.unwrap();
     r2.unwrap();
     let e = connect_url(&url("wrong")).await.err().unwrap();
+    assert_eq!(sqlstate(&e), "28P01");
+    // A changed password works at the very next login, the old one no more
+    // (the secret is looked up at every login, as PgBouncer does).
+    pg.psql(
+        "postgres",
+        &format!("ALTER ROLE \"{role}\" PASSWORD 'aq-new'"),
+    );
+    let c3 = connect_url(&url("aq-new")).await.unwrap();
+    c3.simple_query("SELECT 1").await.unwrap();
+    let e = connect_url(&url("aq-pass")).await.err().unwrap();
     assert_eq!(sqlstate(&e), "28P01");
     let e = connect_url(&format!(
         "host=127.0.0.1 port={port} user=nosuchrole dbname=postgres password=x"

@@ -80,6 +80,7 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
                 session.send_refusal(&r).await;
             }
         }
+        session.client.close_gracefully().await;
         session.core.pool.clients.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("client disconnected");
         drop(registration);
@@ -125,7 +126,10 @@ async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Optio
         };
         match first {
             First::Startup(s) => break s,
-            First::Done => return None,
+            First::Done => {
+                conn.stream.close_gracefully().await;
+                return None;
+            }
             First::StartTls => {
                 if !conn.buf.is_empty() {
                     // Bytes sent after SSLRequest but before the handshake
@@ -215,9 +219,12 @@ struct Conn {
 }
 
 impl Conn {
+    /// Sends a FATAL error and closes the connection (with TLS
+    /// close_notify, so the client reads the error, not a broken stream).
     async fn fatal(&mut self, code: &str, msg: &str, hint: Option<&str>) {
         message::error_response(&mut self.out, Severity::Fatal, code, msg, None, hint);
         let _ = self.stream.write_all_clear(&mut self.out).await;
+        self.stream.close_gracefully().await;
     }
 
     /// Sends a refusal as a FATAL error; the login ends.
@@ -710,8 +717,8 @@ async fn learn_parameters(
 }
 
 /// Finds the secret of a user missing from `[[users]]` on the server,
-/// through `postgres.auth_user` and `postgres.auth_query` (cached for
-/// [`crate::auth::AUTH_CACHE_TTL`]). Never logs the secret.
+/// through `postgres.auth_user` and `postgres.auth_query`, at every login
+/// (a changed password works at once). Never logs the secret.
 async fn lookup_user(
     shared: &Arc<Shared>,
     cfg: &crate::config::Config,
@@ -719,9 +726,6 @@ async fn lookup_user(
     db: &crate::config::DatabaseConfig,
     user: &str,
 ) -> Result<Arc<AuthUser>, (&'static str, String)> {
-    if let Some(u) = shared.auth_cache.get(&db.name, user) {
-        return Ok(u);
-    }
     let auth_name = cfg.postgres.auth_user.as_deref().unwrap_or_default();
     let Some(auth) = users.get(auth_name).cloned() else {
         return Err((

@@ -21,3 +21,5 @@ mod dropin;
 mod insight;
 // The admin port: psql console, control commands, /metrics and probes.
 mod admin;
+// Replicas that act as one: cancel requests forwarded between peers.
+mod deploy;

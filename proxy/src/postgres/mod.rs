@@ -319,6 +319,12 @@ async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<First, Reject
                 forward_cancel(shared, pid, &secret).await;
                 return Ok(First::Done);
             }
+            StartupPacket::PeerRequest(body) => {
+                if let Ok(from) = conn.stream.tcp().peer_addr() {
+                    crate::peers::handle(shared, from, &body).await;
+                }
+                return Ok(First::Done);
+            }
             StartupPacket::Startup(s) => return Ok(First::Startup(s)),
         }
     }
@@ -363,10 +369,24 @@ fn random_8() -> [u8; 8] {
 }
 
 /// Forwards a CancelRequest to the server currently running that client's
-/// query, and to nothing else.
+/// query, and to nothing else. A key that is not this replica's goes to the
+/// peers (`[peers]`), which act on it only locally.
 async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
+    if !cancel_local(shared, pid, secret).await {
+        let req = crate::peers::PeerRequest::PgCancel {
+            pid,
+            secret: secret.to_vec(),
+        };
+        crate::peers::broadcast(shared, &req).await;
+    }
+}
+
+/// Cancels the query of this replica's client with the key, if it runs
+/// one. Returns false when the key belongs to no client here (the request
+/// is dropped quietly, as PostgreSQL does).
+pub(crate) async fn cancel_local(shared: &Shared, pid: i32, secret: &[u8]) -> bool {
     if secret.len() != 4 {
-        return;
+        return false;
     }
     let key = (
         pid,
@@ -374,11 +394,11 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
     );
     let Some(client) = shared.clients.by_cancel_key(key) else {
         tracing::debug!("cancel request with an unknown key ignored");
-        return;
+        return false;
     };
     let server_id = client.link();
     if server_id == 0 {
-        return;
+        return true;
     }
     for entry in shared.pg_pools.all() {
         for s in entry.pool.servers() {
@@ -396,10 +416,11 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
                         tracing::warn!(error = %e, "cancel request to the server failed");
                     }
                 }
-                return;
+                return true;
             }
         }
     }
+    true
 }
 
 /// Authenticates the client and prepares its session state.

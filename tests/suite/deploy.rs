@@ -109,3 +109,99 @@ async fn forwarded_cancel_from_an_address_not_in_peers_is_ignored() {
         p.proxy.shutdown_now().await;
     }
 }
+
+/// Metric names the Grafana dashboard queries: `SQLMUX_DASHBOARD_METRICS`
+/// (comma-separated, as tests/deploy/check.py passes them after parsing the
+/// JSON), else every `sqlmux_...` word in the dashboard file.
+fn dashboard_metric_names() -> Vec<String> {
+    if let Ok(list) = std::env::var("SQLMUX_DASHBOARD_METRICS") {
+        return list
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/sqlmux/dashboards/sqlmux.json"
+    );
+    let text = std::fs::read_to_string(path).expect("dashboard JSON");
+    let mut names: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("sqlmux_"))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Names in a Prometheus text exposition: every sample's name and every
+/// family named by `# TYPE`.
+fn exported_names(body: &str) -> std::collections::BTreeSet<String> {
+    body.lines()
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `GET /metrics` on the admin port.
+async fn metrics(p: &TestProxy) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(p.proxy.admin_addr())
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_metrics_are_all_exported() {
+    let names = dashboard_metric_names();
+    assert!(names.len() >= 10, "too few dashboard metrics: {names:?}");
+    let db = fresh_db(shared_pg(), "dashboard");
+    let body = format!(
+        "[insight]\nn_plus_one = {{ threshold = 3, window = \"5s\" }}\nleaked_transaction = {{ idle = \"200ms\", action = \"warn\" }}\n\n{}",
+        trust_db(&db, "size = 2")
+    );
+    let p = start_trust(&body).await;
+    let c = p.connect("postgres", None, &db).await;
+    // Statements, then an N+1 burst after a parent query.
+    c.simple_query("SELECT 'parent', count(*) FROM pg_class")
+        .await
+        .unwrap();
+    for i in 0..6 {
+        c.simple_query(&format!("SELECT relname FROM pg_class WHERE oid = {i}"))
+            .await
+            .unwrap();
+    }
+    // A transaction left open and idle: a leak.
+    let leaker = p.connect("postgres", None, &db).await;
+    leaker.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut missing = names.clone();
+    for _ in 0..50 {
+        let exported = exported_names(&metrics(&p).await);
+        missing.retain(|n| !exported.contains(n));
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "dashboard metrics not exported by sqlmux: {missing:?}\n{}",
+        metrics(&p).await
+    );
+    p.proxy.shutdown_now().await;
+}

@@ -372,7 +372,8 @@ fn random_8() -> [u8; 8] {
 /// query, and to nothing else. A key that is not this replica's goes to the
 /// peers (`[peers]`), which act on it only locally.
 async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
-    if !cancel_local(shared, pid, secret).await {
+    // Every sqlmux key is 4 bytes: a longer one is no replica's.
+    if secret.len() == 4 && !cancel_local(shared, pid, secret).await {
         let req = crate::peers::PeerRequest::PgCancel {
             pid,
             secret: secret.to_vec(),
@@ -393,7 +394,7 @@ pub(crate) async fn cancel_local(shared: &Shared, pid: i32, secret: &[u8]) -> bo
         i32::from_be_bytes([secret[0], secret[1], secret[2], secret[3]]),
     );
     let Some(client) = shared.clients.by_cancel_key(key) else {
-        tracing::debug!("cancel request with an unknown key ignored");
+        tracing::debug!("cancel request: no client here has this key");
         return false;
     };
     let server_id = client.link();

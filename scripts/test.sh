@@ -40,3 +40,6 @@ fi
 # Benches and examples are not run by the tests; make sure they still build.
 cargo check --workspace --all-targets --locked
 cargo test --workspace --locked "$@"
+
+# The Dockerfile, the Helm chart and its Grafana dashboard.
+scripts/deploy-test.sh

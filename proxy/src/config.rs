@@ -7,6 +7,11 @@
 //! than `min_idle`, TLS files that do not exist) name the key path and the
 //! line of the offending entry.
 //!
+//! Passwords may be written inline or kept in files (`password_file`, e.g.
+//! a mounted Kubernetes Secret), read at load time like the rest of the
+//! file. `pool.share` divides every pool among the replicas of one
+//! deployment, and `[peers]` (see [`crate::peers`]) names those replicas.
+//!
 //! The resolved [`Config`] is immutable; RELOAD builds a new one and swaps
 //! it in through an `ArcSwap` (see `crate::Proxy`).
 
@@ -189,6 +194,8 @@ struct FileConfig {
     #[serde(default)]
     insight: FileInsight,
     #[serde(default)]
+    peers: crate::peers::FilePeers,
+    #[serde(default)]
     databases: Vec<toml::Spanned<FileDatabase>>,
     #[serde(default)]
     users: Vec<toml::Spanned<FileUser>>,
@@ -281,6 +288,7 @@ struct FilePool {
     max_client_connections: Option<usize>,
     max_prepared_statements: Option<usize>,
     on_session_state: Option<SessionStatePolicy>,
+    share: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -317,6 +325,7 @@ struct FileDatabase {
     dbname: Option<String>,
     user: Option<String>,
     password: Option<Secret>,
+    password_file: Option<String>,
     #[serde(default)]
     pool: FilePool,
     server_tls: Option<FileServerTls>,
@@ -331,6 +340,7 @@ fn default_protocol() -> Protocol {
 struct FileUser {
     name: String,
     password: Option<Secret>,
+    password_file: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -410,11 +420,15 @@ pub const DEFAULT_AUTH_QUERY: &str =
 pub struct PoolConfig {
     /// Transaction or session pooling.
     pub mode: PoolMode,
-    /// Maximum server connections in one (database, user) pool.
+    /// Maximum server connections in one (database, user) pool on this
+    /// replica: the configured size divided by `share`, rounded up.
     pub size: usize,
+    /// Replicas sharing the configured size (`pool.share`, at least 1).
+    pub share: usize,
     /// How `size` was derived, for `sqlmux check` and SHOW CONFIG.
     pub size_source: String,
-    /// Servers kept open even when idle.
+    /// Servers kept open even when idle (on this replica: the configured
+    /// value divided by `share`, rounded up).
     pub min_idle: usize,
     /// Longest a client waits for a server.
     pub checkout_timeout: Duration,
@@ -430,6 +444,15 @@ pub struct PoolConfig {
     pub max_prepared_statements: usize,
     /// What to do with session state in transaction mode.
     pub on_session_state: SessionStatePolicy,
+}
+
+impl PoolConfig {
+    /// Servers all replicas together may open for one (database, user):
+    /// this replica's size times `share` (at least the configured size,
+    /// more by the rounding up).
+    pub fn total_size(&self) -> usize {
+        self.size * self.share
+    }
 }
 
 /// Insight settings (`[insight]`).
@@ -498,6 +521,8 @@ pub struct Config {
     pub pool: PoolConfig,
     /// `[insight]`.
     pub insight: InsightConfig,
+    /// `[peers]`: other replicas that cancel requests are forwarded to.
+    pub peers: crate::peers::PeersConfig,
     /// `[[databases]]`.
     pub databases: Vec<DatabaseConfig>,
     /// `[[users]]`.
@@ -728,9 +753,15 @@ fn resolve(
     check_listen(&postgres.listen)
         .map_err(|m| invalid(find_line("listen"), "postgres.listen", m))?;
 
-    let pool_line = find_line("[pool]");
     let pool = resolve_pool(&FilePool::default(), &file.pool, cpus)
-        .map_err(|(k, m)| invalid(pool_line, &format!("pool.{k}"), m))?;
+        .map_err(|(k, m)| invalid(table_key_line(text, "[pool]", &k), &format!("pool.{k}"), m))?;
+    let peers = crate::peers::resolve_config(file.peers, &postgres.listen).map_err(|(k, m)| {
+        invalid(
+            table_key_line(text, "[peers]", &k),
+            &format!("peers.{k}"),
+            m,
+        )
+    })?;
 
     let fi = file.insight;
     let n1 = fi.n_plus_one.unwrap_or_default();
@@ -798,7 +829,9 @@ fn resolve(
                 "the MySQL front end is not available in this version of sqlmux; use protocol = \"postgres\"".into(),
             ));
         }
-        if d.password.is_some() && d.user.is_none() {
+        let password = read_password(d.password, d.password_file.as_deref(), &abs)
+            .map_err(|(k, m)| invalid(line, &key(k), m))?;
+        if password.is_some() && d.user.is_none() {
             return Err(invalid(
                 line,
                 &key("password"),
@@ -830,7 +863,7 @@ fn resolve(
             protocol: d.protocol,
             host: d.host,
             user: d.user,
-            password: d.password,
+            password,
             client_limit: d.pool.max_client_connections,
             pool,
         });
@@ -854,7 +887,9 @@ fn resolve(
                 format!("user {:?} is defined twice", u.name),
             ));
         }
-        if let Some(p) = &u.password {
+        let password = read_password(u.password, u.password_file.as_deref(), &abs)
+            .map_err(|(k, m)| invalid(line, &format!("users[{i}].{k}"), m))?;
+        if let Some(p) = &password {
             if p.0.starts_with("SCRAM-SHA-256$")
                 && sqlmux_protocol::postgres::auth::ScramVerifier::parse(&p.0).is_none()
             {
@@ -877,7 +912,7 @@ fn resolve(
         }
         users.push(UserConfig {
             name: u.name,
-            password: u.password,
+            password,
         });
     }
 
@@ -888,10 +923,67 @@ fn resolve(
         postgres,
         pool,
         insight,
+        peers,
         databases,
         users,
         host_cpus: cpus,
     })
+}
+
+/// Line of `key` inside the table whose header is `header` (e.g. `[pool]`),
+/// else the header's line, else 0.
+fn table_key_line(text: &str, header: &str, key: &str) -> usize {
+    let mut lines = text.lines().enumerate();
+    let Some((start, _)) = lines.find(|(_, l)| l.trim_start().starts_with(header)) else {
+        return 0;
+    };
+    for (i, l) in lines {
+        let l = l.trim_start();
+        if l.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = l.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return i + 1;
+        }
+    }
+    start + 1
+}
+
+/// A password written inline (`password`) or kept in a file
+/// (`password_file`, e.g. a mounted Kubernetes Secret). The file is read at
+/// start-up and on every RELOAD; one trailing newline is ignored. Errors
+/// name the key and the path, never the content.
+fn read_password(
+    inline: Option<Secret>,
+    file: Option<&str>,
+    abs: &dyn Fn(&str) -> PathBuf,
+) -> Result<Option<Secret>, (&'static str, String)> {
+    let Some(file) = file else {
+        return Ok(inline);
+    };
+    if inline.is_some() {
+        return Err((
+            "password_file",
+            "set either `password` or `password_file`, not both".into(),
+        ));
+    }
+    let path = abs(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        (
+            "password_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let text = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if text.is_empty() {
+        return Err(("password_file", format!("{} is empty", path.display())));
+    }
+    Ok(Some(Secret(text.to_owned())))
 }
 
 fn check_listen(addr: &str) -> Result<(), String> {
@@ -942,6 +1034,23 @@ fn resolve_pool(
             format!("min_idle {min_idle} is larger than the pool size {size}"),
         ));
     }
+    let share = over.share.or(base.share).unwrap_or(1);
+    if share == 0 {
+        return Err((
+            "share".into(),
+            "must be at least 1 (the number of replicas that share each pool's size)".into(),
+        ));
+    }
+    let (size, size_source) = if share == 1 {
+        (size, size_source)
+    } else {
+        let mine = size.div_ceil(share);
+        (
+            mine,
+            format!("{size_source}; {size} / share {share}, rounded up"),
+        )
+    };
+    let min_idle = min_idle.div_ceil(share);
     let checkout_timeout = over
         .checkout_timeout
         .or(base.checkout_timeout)
@@ -960,6 +1069,7 @@ fn resolve_pool(
     Ok(PoolConfig {
         mode,
         size,
+        share,
         size_source,
         min_idle,
         checkout_timeout,
@@ -1078,6 +1188,89 @@ pool = { size = 7, mode = "session" }
             .unwrap_err()
             .to_string();
         assert!(err.contains("pool.min_idle"), "{err}");
+    }
+
+    #[test]
+    fn share_divides_size_and_min_idle_rounding_up() {
+        let cfg = Config::parse(
+            "[pool]\nsize = 20\nmin_idle = 4\nshare = 3\n\n[[databases]]\nname = \"a\"\nhost = \"h\"\n\n[[databases]]\nname = \"b\"\nhost = \"h\"\npool = { share = 1 }\n",
+        )
+        .unwrap();
+        let a = &cfg.databases[0].pool;
+        assert_eq!((a.size, a.share, a.min_idle, a.total_size()), (7, 3, 2, 21));
+        assert!(a.size_source.contains("20 / share 3"), "{}", a.size_source);
+        let b = &cfg.databases[1].pool;
+        assert_eq!((b.size, b.share, b.total_size()), (20, 1, 20));
+        assert_eq!(cfg.pool.share, 3);
+    }
+
+    #[test]
+    fn share_zero_names_key_and_line() {
+        let err = Config::parse("[general]\nworkers = 1\n\n[pool]\nsize = 4\nshare = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pool.share"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
+        assert!(err.contains("at least 1"), "{err}");
+        let err =
+            Config::parse("[[databases]]\nname = \"a\"\nhost = \"h\"\npool = { share = 0 }\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("databases[0].pool.share"), "{err}");
+    }
+
+    #[test]
+    fn passwords_can_come_from_files_relative_to_the_config() {
+        let dir = std::env::temp_dir().join(format!("sqlmux-pwfile-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("secrets")).unwrap();
+        std::fs::write(dir.join("secrets/app"), "s3cret-user\n").unwrap();
+        std::fs::write(dir.join("secrets/db"), "s3cret-db").unwrap();
+        let path = dir.join("sqlmux.toml");
+        std::fs::write(
+            &path,
+            "[[databases]]\nname = \"a\"\nhost = \"h\"\nuser = \"svc\"\npassword_file = \"secrets/db\"\n\n[[users]]\nname = \"app\"\npassword_file = \"secrets/app\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.users[0].password.as_ref().unwrap().0, "s3cret-user");
+        assert_eq!(cfg.databases[0].password.as_ref().unwrap().0, "s3cret-db");
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn password_file_errors_name_key_and_never_the_secret() {
+        let err =
+            Config::parse("[[users]]\nname = \"u\"\npassword_file = \"/nonexistent/sqlmux/pw\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("users[0].password_file"), "{err}");
+        assert!(err.contains("/nonexistent/sqlmux/pw"), "{err}");
+        let err = Config::parse(
+            "[[users]]\nname = \"u\"\npassword = \"hunter2\"\npassword_file = \"/x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not both"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn peers_are_parsed_and_checked() {
+        let cfg = Config::parse(
+            "[postgres]\nlisten = \"0.0.0.0:7432\"\n[peers]\naddresses = [\"10.0.0.2:7432\"]\ndns = \"sqlmux-peers\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.peers.addresses, ["10.0.0.2:7432"]);
+        assert_eq!(cfg.peers.dns.as_deref(), Some("sqlmux-peers"));
+        assert_eq!(cfg.peers.port, 7432);
+        let err = Config::parse("[peers]\naddresses = [\"nowhere\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("peers.addresses") && err.contains("line 2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!
 //! - [`config`]: the TOML schema, validation, defaults.
 //! - [`listener`]: sockets and accept loops.
+//! - [`peers`]: replicas that act as one: cancel requests forwarded to the
+//!   replica that holds the client.
 //! - [`postgres`]: the PostgreSQL front end: login, cancel, the session
 //!   loop and the forwarding pump, server connections, parameters.
 //! - [`session`]: the protocol-neutral half of every client session:
@@ -41,6 +43,7 @@ pub mod config;
 pub mod insight;
 pub mod io;
 pub mod listener;
+pub mod peers;
 pub mod pool;
 pub mod postgres;
 pub mod session;

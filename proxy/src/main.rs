@@ -63,9 +63,39 @@ fn print_check(cfg: &Config) {
     println!("postgres.listen = {}", cfg.postgres.listen);
     println!("admin.listen    = {}", cfg.admin.listen);
     println!("host CPUs       = {}", cfg.host_cpus);
+    println!("peers           = {}", describe_peers(&cfg.peers));
     println!();
-    let rows: Vec<[String; 5]> = cfg
-        .databases
+    let header = [
+        "database",
+        "user",
+        "mode",
+        "size",
+        "share",
+        "total",
+        "size derived from",
+    ];
+    print_table(&header, &pool_rows(cfg));
+    if cfg.databases.iter().any(|d| d.pool.share > 1) {
+        println!();
+        println!("size = servers this replica opens; total = size x share, for all replicas");
+    }
+}
+
+/// One line saying where cancel requests for unknown keys are forwarded.
+fn describe_peers(p: &sqlmux::peers::PeersConfig) -> String {
+    if p.is_empty() {
+        return "none (cancel requests for unknown keys are dropped)".into();
+    }
+    let mut parts: Vec<String> = p.addresses.clone();
+    if let Some(dns) = &p.dns {
+        parts.push(format!("every address of {dns} on port {}", p.port));
+    }
+    parts.join(", ")
+}
+
+/// One row per pool sqlmux will create: (database, user) with its sizes.
+fn pool_rows(cfg: &Config) -> Vec<Vec<String>> {
+    cfg.databases
         .iter()
         .flat_map(|db| {
             let users: Vec<String> = match &db.user {
@@ -74,19 +104,24 @@ fn print_check(cfg: &Config) {
                 None => cfg.users.iter().map(|u| u.name.clone()).collect(),
             };
             users.into_iter().map(move |u| {
-                [
+                vec![
                     db.name.clone(),
                     u,
                     db.pool.mode.as_str().to_owned(),
                     db.pool.size.to_string(),
+                    db.pool.share.to_string(),
+                    db.pool.total_size().to_string(),
                     db.pool.size_source.clone(),
                 ]
             })
         })
-        .collect();
-    let header = ["database", "user", "mode", "size", "size derived from"];
-    let mut widths = header.map(str::len);
-    for r in &rows {
+        .collect()
+}
+
+/// Prints left-aligned columns with a dashed rule under the header.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.len());
         }
@@ -99,15 +134,10 @@ fn print_check(cfg: &Config) {
             .collect();
         println!("{}", parts.join("  ").trim_end());
     };
-    line(&header);
-    line(
-        &widths
-            .map(|w| "-".repeat(w))
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
-    for r in &rows {
+    line(header);
+    let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+    line(&rule.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in rows {
         line(&r.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }

@@ -56,6 +56,52 @@ fn check_prints_effective_pools_with_their_size_derivation() {
 }
 
 #[test]
+fn check_prints_the_per_replica_size_and_the_total_with_share() {
+    let p = write(
+        "share",
+        "[pool]\nsize = 20\nshare = 3\n\n[peers]\ndns = \"sqlmux-peers.db.svc\"\n\n[[databases]]\nname = \"app\"\nhost = \"127.0.0.1\"\n\n[[users]]\nname = \"alice\"\npassword = \"x\"\n",
+    );
+    let out = sqlmux()
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("database"))
+        .expect("header");
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        &cols[..6],
+        ["database", "user", "mode", "size", "share", "total"]
+    );
+    let app: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("app "))
+        .expect("app row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&app[..6], ["app", "alice", "transaction", "7", "3", "21"]);
+    assert!(text.contains("20 / share 3, rounded up"), "{text}");
+    assert!(text.contains("sqlmux-peers.db.svc on port 6432"), "{text}");
+
+    let p = write("share0", "[pool]\nsize = 20\nshare = 0\n");
+    let out = sqlmux()
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pool.share") && err.contains("line 3"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_keys_and_bad_values_name_the_key_and_line() {
     let p = write("unknown", "[pool]\nsize = 2\nsize_pre_cpu = 3\n");
     let out = sqlmux()

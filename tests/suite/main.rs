@@ -25,3 +25,5 @@ mod insight;
 mod admin;
 // sqlmux's picture of each server stays what the server holds.
 mod drift;
+// Replicas that act as one: cancel requests forwarded between peers.
+mod deploy;

@@ -1,5 +1,6 @@
 //! The untagged packets a client sends first: SSLRequest, GSSENCRequest,
-//! CancelRequest and StartupMessage.
+//! CancelRequest and StartupMessage (and sqlmux's own peer request, sent
+//! only by another sqlmux replica).
 //!
 //! They share one layout, `len: u32` (counting itself) followed by a 32-bit
 //! code, so one decoder tells them apart.
@@ -13,6 +14,12 @@ pub const SSL_REQUEST_CODE: u32 = 80_877_103;
 pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 /// Code of a CancelRequest packet.
 pub const CANCEL_REQUEST_CODE: u32 = 80_877_102;
+/// Code of sqlmux's own peer request, 1234/6432: one sqlmux replica asks
+/// another to act on a request it received but cannot serve itself (a
+/// CancelRequest whose key belongs to a client of the other replica).
+/// PostgreSQL uses 1234/5678 to 1234/5680 and never this code; a PostgreSQL
+/// server answers it as an unsupported protocol version.
+pub const PEER_REQUEST_CODE: u32 = (1234 << 16) | 6432;
 /// Protocol 3.0 as sent in a StartupMessage.
 pub const PROTOCOL_3_0: u32 = 196_608;
 /// Largest startup packet accepted (PostgreSQL uses the same limit).
@@ -32,6 +39,9 @@ pub enum StartupPacket {
         /// Secret key from BackendKeyData (4 bytes in protocol 3.0, up to 256 in 3.2).
         secret: Vec<u8>,
     },
+    /// A request from another sqlmux replica ([`PEER_REQUEST_CODE`]); the
+    /// body after the code, interpreted by the proxy.
+    PeerRequest(Vec<u8>),
     /// A StartupMessage.
     Startup(Startup),
 }
@@ -126,6 +136,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<StartupPacket>, StartupError>
                 secret: b.to_vec(),
             }))
         }
+        PEER_REQUEST_CODE => Ok(Some(StartupPacket::PeerRequest(body.to_vec()))),
         version => {
             let major = (version >> 16) as u16;
             let minor = (version & 0xffff) as u16;
@@ -210,6 +221,20 @@ mod tests {
                 secret: vec![1, 2, 3, 4]
             }))
         );
+    }
+
+    #[test]
+    fn decodes_peer_request_body_untouched() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&11u32.to_be_bytes());
+        buf.extend_from_slice(&PEER_REQUEST_CODE.to_be_bytes());
+        buf.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(PEER_REQUEST_CODE, 80_877_856);
+        assert_eq!(
+            decode(&mut buf),
+            Ok(Some(StartupPacket::PeerRequest(vec![1, 2, 3])))
+        );
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -714,6 +714,7 @@ pub fn config(shared: &Shared) -> Table {
             default_size,
             true,
         ),
+        ("pool.share", p.share.to_string(), "1".into(), true),
         ("pool.min_idle", p.min_idle.to_string(), "0".into(), true),
         (
             "pool.checkout_timeout",
@@ -782,6 +783,25 @@ pub fn config(shared: &Shared) -> Table {
             "warn".into(),
             true,
         ),
+        (
+            "peers.addresses",
+            list(&cfg.peers.addresses),
+            "[]".into(),
+            true,
+        ),
+        (
+            "peers.dns",
+            cfg.peers.dns.clone().unwrap_or_default(),
+            String::new(),
+            true,
+        ),
+        (
+            "peers.port",
+            cfg.peers.port.to_string(),
+            "the postgres.listen port".into(),
+            true,
+        ),
+        ("peers.timeout", dur(cfg.peers.timeout), "2s".into(), true),
         (
             "config_file",
             cfg.path

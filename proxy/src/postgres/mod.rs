@@ -349,6 +349,12 @@ async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<First, Reject
                 forward_cancel(shared, pid, &secret).await;
                 return Ok(First::Done);
             }
+            StartupPacket::PeerRequest(body) => {
+                if let Ok(from) = conn.stream.tcp().peer_addr() {
+                    crate::peers::handle(shared, from, &body).await;
+                }
+                return Ok(First::Done);
+            }
             StartupPacket::Startup(s) => return Ok(First::Startup(s)),
         }
     }
@@ -393,22 +399,37 @@ fn random_8() -> [u8; 8] {
 }
 
 /// Forwards a CancelRequest to the server currently running that client's
-/// query, and to nothing else.
+/// query, and to nothing else. A key that is not this replica's goes to the
+/// peers (`[peers]`), which act on it only locally.
 async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
+    // Every sqlmux key is 4 bytes: a longer one is no replica's.
+    if secret.len() == 4 && !cancel_local(shared, pid, secret).await {
+        let req = crate::peers::PeerRequest::PgCancel {
+            pid,
+            secret: secret.to_vec(),
+        };
+        crate::peers::broadcast(shared, &req).await;
+    }
+}
+
+/// Cancels the query of this replica's client with the key, if it runs
+/// one. Returns false when the key belongs to no client here (the request
+/// is dropped quietly, as PostgreSQL does).
+pub(crate) async fn cancel_local(shared: &Shared, pid: i32, secret: &[u8]) -> bool {
     if secret.len() != 4 {
-        return;
+        return false;
     }
     let key = (
         pid,
         i32::from_be_bytes([secret[0], secret[1], secret[2], secret[3]]),
     );
     let Some(client) = shared.clients.by_cancel_key(key) else {
-        tracing::debug!("cancel request with an unknown key ignored");
-        return;
+        tracing::debug!("cancel request: no client here has this key");
+        return false;
     };
     let server_id = client.link();
     if server_id == 0 {
-        return;
+        return true;
     }
     for entry in shared.pools.all() {
         for s in entry.servers() {
@@ -426,10 +447,11 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
                         tracing::warn!(error = %e, "cancel request to the server failed");
                     }
                 }
-                return;
+                return true;
             }
         }
     }
+    true
 }
 
 /// Authenticates the client and prepares its session state.

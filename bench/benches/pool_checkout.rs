@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sqlmux::config::Config;
-use sqlmux::pool::{ConnectFuture, Connector, Pool, PoolKey, PooledServer, ServerInfo};
+use sqlmux::pool::{
+    ConnectFuture, Connector, Pool, PoolKey, PooledServer, ResetFuture, ServerInfo,
+};
 
 /// A server that is only its shared info.
 struct MemServer {
@@ -33,6 +35,15 @@ impl PooledServer for MemServer {
     }
     fn is_usable(&mut self) -> bool {
         true
+    }
+    fn is_clean(&self) -> bool {
+        true
+    }
+    fn needs_reset(&self) -> bool {
+        false
+    }
+    fn reset(&mut self) -> ResetFuture<'_> {
+        Box::pin(async { true })
     }
 }
 
@@ -70,11 +81,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn cycle(pool: &Arc<Pool<MemServer>>, client: u64) {
-    let mut lease = pool
+    let lease = pool
         .checkout(client, std::time::Instant::now())
         .await
         .expect("checkout");
-    lease.set_reusable(true);
     black_box(lease.server_ref().info.id);
     drop(lease);
 }

@@ -60,6 +60,10 @@ pub enum PinReason {
     HoldCursor = 6,
     /// Other session state that cannot be re-applied (LOAD, replication).
     Other = 7,
+    /// MySQL user variables.
+    UserVariable = 8,
+    /// MySQL LOCK TABLES.
+    TableLock = 9,
 }
 
 impl PinReason {
@@ -74,6 +78,8 @@ impl PinReason {
             PinReason::SqlPrepare => "sql_prepare",
             PinReason::HoldCursor => "hold_cursor",
             PinReason::Other => "session_state",
+            PinReason::UserVariable => "user_variable",
+            PinReason::TableLock => "table_lock",
         }
     }
 
@@ -86,6 +92,8 @@ impl PinReason {
             5 => PinReason::SqlPrepare,
             6 => PinReason::HoldCursor,
             7 => PinReason::Other,
+            8 => PinReason::UserVariable,
+            9 => PinReason::TableLock,
             _ => PinReason::None,
         }
     }

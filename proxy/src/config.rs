@@ -552,6 +552,34 @@ impl Config {
         Some(std::borrow::Cow::Owned(d))
     }
 
+    /// The database entry of `protocol` for a client's database name: the
+    /// entry of that name, else the protocol's `*` wildcard entry.
+    pub fn database_for(
+        &self,
+        protocol: Protocol,
+        name: &str,
+    ) -> Option<std::borrow::Cow<'_, DatabaseConfig>> {
+        if let Some(d) = self
+            .databases
+            .iter()
+            .find(|d| d.name == name && d.protocol == protocol)
+        {
+            return Some(std::borrow::Cow::Borrowed(d));
+        }
+        if name == "sqlmux" || name == "pgbouncer" || self.databases.iter().any(|d| d.name == name)
+        {
+            return None;
+        }
+        let wild = self
+            .databases
+            .iter()
+            .find(|d| d.name == "*" && d.protocol == protocol)?;
+        let mut d = wild.clone();
+        d.name = name.to_owned();
+        d.dbname = name.to_owned();
+        Some(std::borrow::Cow::Owned(d))
+    }
+
     /// The `[[users]]` entry for a name.
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)

@@ -37,6 +37,7 @@ pub mod io;
 pub mod listener;
 pub mod pool;
 pub mod postgres;
+pub mod session;
 pub mod stats;
 pub mod tls;
 
@@ -52,7 +53,7 @@ use crate::auth::Users;
 use crate::client::ClientRegistry;
 use crate::config::{Config, ConfigError};
 use crate::insight::Insight;
-use crate::postgres::pools::PgPools;
+use crate::pool::registry::Pools;
 
 /// State shared by every task of one proxy instance.
 pub struct Shared {
@@ -60,8 +61,8 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     /// Users and their secrets, rebuilt on RELOAD.
     pub users: ArcSwap<Users>,
-    /// PostgreSQL pools.
-    pub pg_pools: PgPools,
+    /// Every pool, PostgreSQL and MySQL.
+    pub pools: Pools,
     /// Connected clients.
     pub clients: Arc<ClientRegistry>,
     /// Statement statistics and detectors.
@@ -151,7 +152,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
-            pg_pools: PgPools::default(),
+            pools: Pools::default(),
             clients: Arc::new(ClientRegistry::default()),
             insight,
             drain: CancellationToken::new(),
@@ -176,9 +177,12 @@ impl Proxy {
             listener::Service::Admin,
         ));
         admin::start_background(&shared);
-        shared
-            .pg_pools
-            .warm(&shared.config.load(), &shared.users.load(), &shared.insight);
+        postgres::pools::warm(
+            &shared.pools,
+            &shared.config.load(),
+            &shared.users.load(),
+            &shared.insight,
+        );
         shared.tasks.spawn(janitor(shared.clone()));
         tracing::info!(postgres = %postgres_addr, admin = %admin_addr, "sqlmux started");
         Ok(Proxy {
@@ -271,8 +275,8 @@ impl Shared {
         self.clients
             .raise_all(client::Signals::DRAIN | client::Signals::HARD);
         self.tasks.close();
-        for e in self.pg_pools.all() {
-            e.pool.retire();
+        for e in self.pools.all() {
+            e.retire();
         }
         self.tasks.wait().await;
     }
@@ -299,10 +303,8 @@ pub(crate) fn apply_config(shared: &Shared, new: Config) {
     let users = Users::from_config(&new, Some(&shared.users.load()));
     shared.insight.reconfigure(&new.insight);
     shared.users.store(Arc::new(users));
-    shared.pg_pools.reload(&new);
-    shared
-        .pg_pools
-        .warm(&new, &shared.users.load(), &shared.insight);
+    shared.pools.reload(&new);
+    postgres::pools::warm(&shared.pools, &new, &shared.users.load(), &shared.insight);
     shared.config.store(Arc::new(new));
     tracing::info!("configuration reloaded");
 }
@@ -316,9 +318,9 @@ async fn janitor(shared: Arc<Shared>) {
             _ = tick.tick() => {}
             _ = shared.drain.cancelled() => return,
         }
-        for e in shared.pg_pools.all() {
-            e.pool.maintain();
+        for e in shared.pools.all() {
+            e.maintain();
         }
-        shared.pg_pools.prune();
+        shared.pools.prune();
     }
 }

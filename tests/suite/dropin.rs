@@ -6,8 +6,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use sqlmux_protocol::postgres::frame;
 use sqlmux_protocol::postgres::message;
 use sqlmux_tests::{PgCluster, PgOptions, TlsFiles, psql_command, shared_pg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +14,7 @@ use crate::common::{
     connect_url, err_text, fresh_db, pgbench, run, server_backends, sqlstate, start, start_on,
     start_trust, trust_db,
 };
+use crate::raw::{RawClient, bind, execute};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_40_clients_over_a_pool_of_4() {
@@ -173,84 +172,6 @@ async fn duplicate_and_unknown_statement_names_get_postgresql_errors_and_stay_in
     .await;
     assert_eq!(raw.until_ready().await, ("12DCZ".into(), None));
     p.proxy.shutdown_now().await;
-}
-
-/// A minimal protocol client for exercising exact message sequences.
-struct RawClient {
-    tcp: tokio::net::TcpStream,
-    buf: BytesMut,
-}
-
-impl RawClient {
-    async fn connect(port: u16, db: &str) -> RawClient {
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let mut out = BytesMut::new();
-        message::startup(&mut out, &[("user", "postgres"), ("database", db)]);
-        tcp.write_all(&out).await.unwrap();
-        let mut c = RawClient {
-            tcp,
-            buf: BytesMut::new(),
-        };
-        let (tags, err) = c.until_ready().await;
-        assert_eq!(err, None, "login failed: {tags}");
-        c
-    }
-
-    async fn send(&mut self, f: impl FnOnce(&mut BytesMut)) {
-        let mut out = BytesMut::new();
-        f(&mut out);
-        self.tcp.write_all(&out).await.unwrap();
-    }
-
-    /// Message tags up to and including ReadyForQuery (auth and parameter
-    /// messages left out), and the first error's SQLSTATE.
-    async fn until_ready(&mut self) -> (String, Option<String>) {
-        let mut tags = String::new();
-        let mut err = None;
-        loop {
-            while let Some((h, body)) = frame::complete_frame(&self.buf, 1 << 24).unwrap() {
-                let len = h.frame_len();
-                if h.tag == b'E' && err.is_none() {
-                    err = message::decode_error_fields(body).map(|f| f.code.to_owned());
-                }
-                if !matches!(h.tag, b'R' | b'S' | b'K') {
-                    tags.push(h.tag as char);
-                }
-                let done = h.tag == b'Z';
-                let _ = self.buf.split_to(len);
-                if done {
-                    return (tags, err);
-                }
-            }
-            let n = tokio::time::timeout(Duration::from_secs(10), self.tcp.read_buf(&mut self.buf))
-                .await
-                .expect("answer within 10 s")
-                .unwrap();
-            assert!(n > 0, "connection closed; got {tags}");
-        }
-    }
-}
-
-fn bind(b: &mut BytesMut, stmt: &str) {
-    use bytes::BufMut;
-    b.put_u8(b'B');
-    b.put_u32((4 + 1 + stmt.len() + 1 + 2 + 2 + 2) as u32);
-    b.put_u8(0);
-    b.put_slice(stmt.as_bytes());
-    b.put_u8(0);
-    b.put_u16(0);
-    b.put_u16(0);
-    b.put_u16(0);
-}
-
-fn execute(b: &mut BytesMut) {
-    use bytes::BufMut;
-    b.put_u8(b'E');
-    b.put_u32(4 + 1 + 4);
-    b.put_u8(0);
-    b.put_u32(0);
 }
 
 /// A CA and a leaf certificate for localhost / 127.0.0.1, written to a temp dir.
@@ -596,7 +517,7 @@ async fn listen_pins_until_unlisten_and_error_policy_refuses() {
 
 /// A Python that can import `module` (scripts/test.sh installs psycopg 3
 /// and asyncpg into target/pyenv).
-fn python_with(module: &str) -> PathBuf {
+pub(crate) fn python_with(module: &str) -> PathBuf {
     if let Ok(p) = std::env::var("SQLMUX_TEST_PYTHON") {
         return PathBuf::from(p);
     }
@@ -624,7 +545,7 @@ async fn run_driver(cmd: std::process::Command, timeout: Duration) -> (bool, Str
 }
 
 /// Runs a Python script (up to 60 s); returns (success, output).
-async fn run_python(python: PathBuf, script: String) -> (bool, String) {
+pub(crate) async fn run_python(python: PathBuf, script: String) -> (bool, String) {
     let mut cmd = std::process::Command::new(python);
     cmd.arg("-c").arg(script);
     run_driver(cmd, Duration::from_secs(60)).await

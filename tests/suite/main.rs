@@ -3,6 +3,8 @@
 //! starts in temporary directories, driven by real clients.
 
 mod common;
+// A raw protocol client for exact message sequences.
+mod raw;
 // The harness itself: servers start, restart and never outlive the tests.
 mod harness_selftest;
 // Transaction pooling under load: pgbench, pool limits, checkout timeout.
@@ -21,3 +23,5 @@ mod dropin;
 mod insight;
 // The admin port: psql console, control commands, /metrics and probes.
 mod admin;
+// sqlmux's picture of each server stays what the server holds.
+mod drift;

@@ -3,7 +3,7 @@
 //! them (checked by the console before calling here).
 //!
 //! PAUSE marks the database (or everything) paused in
-//! [`PgPools`](crate::postgres::pools::PgPools), so pools created later
+//! the pool registry ([`Pools`](crate::pool::registry::Pools)), so pools created later
 //! start paused too, then waits until every lent server of every affected
 //! pool has come back; new transactions wait (without the checkout
 //! timeout) until RESUME. KILL closes the database's clients and servers at
@@ -14,22 +14,22 @@ use std::time::Duration;
 
 use super::console::AdminError;
 use crate::Shared;
-use crate::postgres::pools::PgPoolEntry;
+use crate::pool::registry::PoolEntry;
 
 /// How long KILL waits for killed sessions to hand back their servers.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// The pools a command applies to, after checking the database exists.
-fn target_pools(shared: &Shared, db: Option<&str>) -> Result<Vec<Arc<PgPoolEntry>>, AdminError> {
+fn target_pools(shared: &Shared, db: Option<&str>) -> Result<Vec<Arc<PoolEntry>>, AdminError> {
     match db {
-        None => Ok(shared.pg_pools.all()),
+        None => Ok(shared.pools.all()),
         Some(name) => {
             let cfg = shared.config.load();
             let configured = cfg
                 .databases
                 .iter()
                 .any(|d| d.name == name || d.name == "*");
-            let pools = shared.pg_pools.of_database(name);
+            let pools = shared.pools.of_database(name);
             if !configured && pools.is_empty() {
                 return Err(AdminError::new(
                     "3D000",
@@ -47,10 +47,10 @@ fn target_pools(shared: &Shared, db: Option<&str>) -> Result<Vec<Arc<PgPoolEntry
 /// (and closed).
 pub async fn pause(shared: &Shared, db: Option<&str>) -> Result<(), AdminError> {
     target_pools(shared, db)?;
-    shared.pg_pools.set_paused(db, true);
+    shared.pools.set_paused(db, true);
     // Pools created between the check above and now started paused.
     let pools = target_pools(shared, db)?;
-    futures::future::join_all(pools.iter().map(|e| e.pool.pause())).await;
+    futures::future::join_all(pools.iter().map(|e| e.pause())).await;
     tracing::info!(database = db.unwrap_or("*"), "paused");
     Ok(())
 }
@@ -58,15 +58,15 @@ pub async fn pause(shared: &Shared, db: Option<&str>) -> Result<(), AdminError> 
 /// RESUME [db].
 pub fn resume(shared: &Shared, db: Option<&str>) -> Result<(), AdminError> {
     let pools = target_pools(shared, db)?;
-    if db.is_some() && shared.pg_pools.all_paused() {
+    if db.is_some() && shared.pools.all_paused() {
         return Err(AdminError::new(
             "55000",
             "the whole proxy is paused; run RESUME without a database name".into(),
         ));
     }
-    shared.pg_pools.set_paused(db, false);
+    shared.pools.set_paused(db, false);
     for e in pools {
-        e.pool.resume();
+        e.resume();
     }
     tracing::info!(database = db.unwrap_or("*"), "resumed");
     Ok(())
@@ -75,7 +75,7 @@ pub fn resume(shared: &Shared, db: Option<&str>) -> Result<(), AdminError> {
 /// RECONNECT [db]: idle servers close now, lent ones when released.
 pub fn reconnect(shared: &Shared, db: Option<&str>) -> Result<(), AdminError> {
     for e in target_pools(shared, db)? {
-        e.pool.reconnect();
+        e.reconnect();
     }
     tracing::info!(database = db.unwrap_or("*"), "reconnect requested");
     Ok(())
@@ -85,11 +85,11 @@ pub fn reconnect(shared: &Shared, db: Option<&str>) -> Result<(), AdminError> {
 /// now; the database stays paused until RESUME.
 pub async fn kill(shared: &Shared, db: Option<&str>) -> Result<(), AdminError> {
     target_pools(shared, db)?;
-    shared.pg_pools.set_paused(db, true);
+    shared.pools.set_paused(db, true);
     let pools = target_pools(shared, db)?;
     for e in &pools {
-        e.pool.pause_now();
-        e.pool.reconnect();
+        e.pause_now();
+        e.reconnect();
     }
     let mut killed = 0usize;
     for c in shared.clients.all() {
@@ -100,7 +100,7 @@ pub async fn kill(shared: &Shared, db: Option<&str>) -> Result<(), AdminError> {
     }
     // Killed sessions drop their leases (the servers close as they are in
     // an unknown state); wait for that so SHOW SERVERS is empty afterwards.
-    let wait = futures::future::join_all(pools.iter().map(|e| e.pool.pause()));
+    let wait = futures::future::join_all(pools.iter().map(|e| e.pause()));
     if tokio::time::timeout(KILL_WAIT, wait).await.is_err() {
         tracing::warn!(
             database = db.unwrap_or("*"),

@@ -53,7 +53,7 @@ fn reason(status: u16) -> &'static str {
 pub fn not_ready(shared: &Shared) -> Option<&'static str> {
     if shared.drain.is_cancelled() {
         Some("draining\n")
-    } else if shared.pg_pools.all_paused() {
+    } else if shared.pools.all_paused() {
         Some("paused\n")
     } else {
         None

@@ -302,13 +302,15 @@ const CLIENT_STATES: [ClientState; 4] = [
     ClientState::Active,
 ];
 
-const PIN_REASONS: [PinReason; 7] = [
+const PIN_REASONS: [PinReason; 9] = [
     PinReason::SessionMode,
     PinReason::Listen,
     PinReason::AdvisoryLock,
     PinReason::TempTable,
     PinReason::SqlPrepare,
     PinReason::HoldCursor,
+    PinReason::UserVariable,
+    PinReason::TableLock,
     PinReason::Other,
 ];
 
@@ -340,7 +342,7 @@ pub fn render(shared: &Shared, admin: &AdminState) -> String {
         &mut seen,
         "sqlmux_paused",
         &[],
-        shared.pg_pools.all_paused() as u8 as f64,
+        shared.pools.all_paused() as u8 as f64,
     );
 
     // Clients by (database, user, state) and pins by pool.
@@ -352,7 +354,7 @@ pub fn render(shared: &Shared, admin: &AdminState) -> String {
         clients.len() as f64,
     );
     let mut by_state: BTreeMap<(String, String), [usize; 4]> = BTreeMap::new();
-    let mut pins: HashMap<(String, String), [usize; 7]> = HashMap::new();
+    let mut pins: HashMap<(String, String), [usize; PIN_REASONS.len()]> = HashMap::new();
     for c in &clients {
         // Names of clients still logging in are not authenticated yet.
         let (db, user) = match c.state() {
@@ -362,7 +364,10 @@ pub fn render(shared: &Shared, admin: &AdminState) -> String {
         let pin = c.pin();
         if pin != PinReason::None {
             let pool_user = super::show::pool_user(&cfg, &db, &user);
-            let i = PIN_REASONS.iter().position(|r| *r == pin).unwrap_or(6);
+            let i = PIN_REASONS
+                .iter()
+                .position(|r| *r == pin)
+                .unwrap_or(PIN_REASONS.len() - 1);
             pins.entry((db.clone(), pool_user)).or_default()[i] += 1;
         }
         by_state.entry((db, user)).or_default()[c.state() as usize] += 1;
@@ -379,10 +384,10 @@ pub fn render(shared: &Shared, admin: &AdminState) -> String {
     }
 
     // Pools.
-    for e in shared.pg_pools.all() {
-        let (db, user) = (&*e.pool.key.database, &*e.pool.key.user);
+    for e in shared.pools.all() {
+        let (db, user) = (&*e.key().database, &*e.key().user);
         let l = [("database", db), ("user", user)];
-        let c = e.pool.counts();
+        let c = e.counts();
         for (state, n) in [
             ("active", c.active),
             ("idle", c.idle),
@@ -421,8 +426,8 @@ pub fn render(shared: &Shared, admin: &AdminState) -> String {
                 n as f64,
             );
         }
-        let identity = Arc::as_ptr(&e.pool) as *const () as usize;
-        let totals = m.monotonic(db, user, identity, e.pool.stats.totals());
+        let identity = Arc::as_ptr(&e) as *const () as usize;
+        let totals = m.monotonic(db, user, identity, e.stats().totals());
         for (stat, name, _) in COUNTERS {
             m.counter(name, &l, totals[stat as usize]);
         }

@@ -183,13 +183,13 @@ pub fn pools(shared: &Shared) -> Table {
     ]);
     let mut t = table(cols);
     let pinned = pinned_per_pool(shared, &cfg);
-    for e in shared.pg_pools.all() {
-        let c = e.pool.counts();
-        let clients = e.pool.clients.load(Ordering::Relaxed);
-        let key = (e.pool.key.database.to_string(), e.pool.key.user.to_string());
+    for e in shared.pools.all() {
+        let c = e.counts();
+        let clients = e.clients();
+        let key = (e.key().database.to_string(), e.key().user.to_string());
         t.push(vec![
-            Cell::text(&*e.pool.key.database),
-            Cell::text(&*e.pool.key.user),
+            Cell::text(&*e.key().database),
+            Cell::text(&*e.key().user),
             Cell::count(clients.saturating_sub(c.waiting)),
             Cell::count(c.waiting),
             Cell::Int(0),
@@ -203,7 +203,7 @@ pub fn pools(shared: &Shared) -> Table {
             Cell::count(c.connecting),
             Cell::count(c.max_wait.as_secs()),
             Cell::count(c.max_wait.subsec_micros()),
-            Cell::text(e.pool.mode().as_str()),
+            Cell::text(e.mode().as_str()),
             Cell::Null,
             Cell::text(e.db.protocol.as_str()),
             Cell::count(c.size),
@@ -293,8 +293,8 @@ pub fn clients(shared: &Shared) -> Table {
 /// SHOW SERVERS.
 pub fn servers(shared: &Shared) -> Table {
     let mut t = socket_table(&[("protocol", Text)]);
-    for e in shared.pg_pools.all() {
-        let mut servers = e.pool.servers();
+    for e in shared.pools.all() {
+        let mut servers = e.servers();
         servers.sort_by_key(|s| s.id);
         for s in servers {
             let (addr, port) = addr_cells(*s.addr.lock().unwrap_or_else(|e| e.into_inner()));
@@ -308,8 +308,8 @@ pub fn servers(shared: &Shared) -> Table {
                 .clone();
             t.push(vec![
                 Cell::text("S"),
-                Cell::text(&*e.pool.key.user),
-                Cell::text(&*e.pool.key.database),
+                Cell::text(&*e.key().user),
+                Cell::text(&*e.key().database),
                 Cell::text("none"),
                 Cell::text(match s.state() {
                     ServerState::Login => "new",
@@ -348,11 +348,11 @@ pub(crate) fn totals_by_database(shared: &Shared) -> BTreeMap<String, [u64; STAT
             out.entry(d.name.clone()).or_insert([0; STAT_COUNT]);
         }
     }
-    for e in shared.pg_pools.all() {
+    for e in shared.pools.all() {
         let acc = out
-            .entry(e.pool.key.database.to_string())
+            .entry(e.key().database.to_string())
             .or_insert([0; STAT_COUNT]);
-        for (a, v) in acc.iter_mut().zip(e.pool.stats.totals()) {
+        for (a, v) in acc.iter_mut().zip(e.stats().totals()) {
             *a = a.saturating_add(v);
         }
     }
@@ -455,9 +455,9 @@ pub fn databases(shared: &Shared) -> Table {
     ]);
     let mut t = table(cols);
     let mut servers: HashMap<String, usize> = HashMap::new();
-    for e in shared.pg_pools.all() {
-        let c = e.pool.counts();
-        *servers.entry(e.pool.key.database.to_string()).or_default() +=
+    for e in shared.pools.all() {
+        let c = e.counts();
+        *servers.entry(e.key().database.to_string()).or_default() +=
             c.active + c.idle + c.connecting;
     }
     let mut clients: HashMap<String, usize> = HashMap::new();
@@ -482,7 +482,7 @@ pub fn databases(shared: &Shared) -> Table {
             Cell::count(servers.get(&d.name).copied().unwrap_or(0)),
             Cell::count(p.max_client_connections),
             Cell::count(clients.get(&d.name).copied().unwrap_or(0)),
-            Cell::Int(shared.pg_pools.is_paused(&d.name) as i64),
+            Cell::Int(shared.pools.is_paused(&d.name) as i64),
             Cell::Int(0),
             Cell::text(d.protocol.as_str()),
             Cell::count(p.checkout_timeout.as_millis()),
@@ -501,10 +501,9 @@ pub fn users(shared: &Shared) -> Table {
     });
     let mut t = table(cols);
     let mut servers: HashMap<String, usize> = HashMap::new();
-    for e in shared.pg_pools.all() {
-        let c = e.pool.counts();
-        *servers.entry(e.pool.key.user.to_string()).or_default() +=
-            c.active + c.idle + c.connecting;
+    for e in shared.pools.all() {
+        let c = e.counts();
+        *servers.entry(e.key().user.to_string()).or_default() += c.active + c.idle + c.connecting;
     }
     let mut clients: HashMap<String, usize> = HashMap::new();
     for c in shared.clients.all() {
@@ -536,17 +535,12 @@ pub fn lists(shared: &Shared) -> Table {
         .iter()
         .filter(|c| c.state() == ClientState::Login)
         .count();
-    let servers: usize = shared
-        .pg_pools
-        .all()
-        .iter()
-        .map(|e| e.pool.servers().len())
-        .sum();
+    let servers: usize = shared.pools.all().iter().map(|e| e.servers().len()).sum();
     for name in LISTS_ROWS {
         let v = match *name {
             "databases" => cfg.databases.len(),
             "users" => cfg.users.len(),
-            "pools" => shared.pg_pools.len(),
+            "pools" => shared.pools.len(),
             "used_clients" => all.len() - login,
             "login_clients" => login,
             "used_servers" => servers,
@@ -573,7 +567,7 @@ pub fn version() -> Table {
 pub fn state(shared: &Shared) -> Table {
     let mut t = Table::new(&[("key", Text), ("value", Text)]);
     let yes_no = |b: bool| Cell::text(if b { "yes" } else { "no" });
-    let paused = shared.pg_pools.all_paused();
+    let paused = shared.pools.all_paused();
     t.push(vec![
         Cell::text("active"),
         yes_no(!paused && !shared.drain.is_cancelled()),

@@ -2,9 +2,11 @@
 //!
 //! A [`Pool`] is one (database, user) pair. Sessions call
 //! [`Pool::checkout`] at the start of a transaction and get a [`Lease`]; the
-//! lease is a guard: dropping it decides whether the server goes back to the
-//! pool (only if the session marked it clean with [`Lease::set_reusable`])
-//! or is closed (any other case: the state of the server is unknown).
+//! lease is a guard: dropping it asks the server whether it is clean and
+//! returns it to the pool, resets it first (session state of a pinned
+//! client), or closes it (any other case: its state is unknown).
+//!
+//! The [`registry`] holds every pool of both protocols.
 //!
 //! The pool knows nothing about PostgreSQL or MySQL: a [`Connector`] opens
 //! servers and a [`PooledServer`] reports the facts the pool needs. The
@@ -14,6 +16,7 @@
 //! Cancel safety: a checkout future dropped while queued removes itself from
 //! the queue, and a grant that raced with the drop is handed back.
 
+pub mod registry;
 pub mod state;
 
 use std::future::Future;
@@ -87,13 +90,27 @@ pub trait Connector<S>: Send + Sync + 'static {
     fn connect(&self, info: Arc<ServerInfo>) -> ConnectFuture<S>;
 }
 
-/// What the pool needs from a server connection.
+/// Boxed future of [`PooledServer::reset`].
+pub type ResetFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+
+/// What the pool needs from a server connection. The server owns its
+/// protocol state (transaction status, replies still owed, whether that
+/// state is known at all), so it alone answers these.
 pub trait PooledServer: Send + 'static {
     /// Shared facts shown by SHOW SERVERS.
     fn info(&self) -> &Arc<ServerInfo>;
     /// Cheap check before lending an idle server: false when the server
     /// closed or sent something unexpected while idle.
     fn is_usable(&mut self) -> bool;
+    /// At the end of a lease: idle, nothing owed, state known. A server
+    /// that is not clean is closed.
+    fn is_clean(&self) -> bool;
+    /// Clean, but carrying the last client's session state (a pinned or
+    /// session-mode client): [`PooledServer::reset`] it before reuse.
+    fn needs_reset(&self) -> bool;
+    /// Clears session state (DISCARD ALL, COM_RESET_CONNECTION); true when
+    /// the server is clean afterwards.
+    fn reset(&mut self) -> ResetFuture<'_>;
 }
 
 /// Server state as shown by SHOW SERVERS.
@@ -148,8 +165,10 @@ pub struct ServerInfo {
     pub prepared_statements: AtomicUsize,
     /// Set when the server will be closed at release (RECONNECT, RELOAD).
     pub close_needed: AtomicBool,
-    /// Secret part of the server's cancel key (PostgreSQL BackendKeyData).
-    pub cancel_secret: Mutex<Vec<u8>>,
+    /// What a cancel request to this server must carry besides
+    /// `remote_pid` (PostgreSQL: the BackendKeyData secret; empty for MySQL,
+    /// whose KILL QUERY needs only the thread id).
+    pub cancel_token: Mutex<Vec<u8>>,
 }
 
 fn config_ns(d: Duration) -> u64 {
@@ -206,7 +225,7 @@ impl ServerInfo {
             application_name: Mutex::new(String::new()),
             prepared_statements: AtomicUsize::new(0),
             close_needed: AtomicBool::new(false),
-            cancel_secret: Mutex::new(Vec::new()),
+            cancel_token: Mutex::new(Vec::new()),
         }
     }
 
@@ -244,6 +263,15 @@ impl<T: PooledServer> PooledServer for Box<T> {
     }
     fn is_usable(&mut self) -> bool {
         (**self).is_usable()
+    }
+    fn is_clean(&self) -> bool {
+        (**self).is_clean()
+    }
+    fn needs_reset(&self) -> bool {
+        (**self).needs_reset()
+    }
+    fn reset(&mut self) -> ResetFuture<'_> {
+        (**self).reset()
     }
 }
 
@@ -432,7 +460,6 @@ impl<S: PooledServer> Pool<S> {
         Lease {
             server: Some(s),
             pool: self.clone(),
-            reusable: false,
             at,
         }
     }
@@ -670,25 +697,20 @@ impl<S: PooledServer> Drop for ConnectSlot<'_, S> {
     }
 }
 
-/// A server lent to one client. Dropping it returns the server to the pool
-/// if [`Lease::set_reusable`] was called since the last use, and closes it
-/// otherwise.
+/// How long a reset may take before the server is closed instead.
+const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A server lent to one client. Dropping it decides, in this one place, by
+/// asking the server: a clean server goes back to the pool, a clean one
+/// carrying session state is reset first (in a task of its own; it counts
+/// as lent meanwhile), and any other is closed.
 pub struct Lease<S: PooledServer> {
     server: Option<S>,
     pool: Arc<Pool<S>>,
-    reusable: bool,
     at: Instant,
 }
 
 impl<S: PooledServer> Lease<S> {
-    /// Declares whether the server is in a clean, reusable state now.
-    /// Sessions set it at a transaction boundary and clear it as soon as
-    /// they forward anything.
-    #[inline]
-    pub fn set_reusable(&mut self, reusable: bool) {
-        self.reusable = reusable;
-    }
-
     /// When the server was handed over.
     pub fn checked_out_at(&self) -> Instant {
         self.at
@@ -718,8 +740,29 @@ impl<S: PooledServer> Lease<S> {
 
 impl<S: PooledServer> Drop for Lease<S> {
     fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            self.pool.release(s, self.reusable);
+        let Some(mut s) = self.server.take() else {
+            return;
+        };
+        if !s.is_clean() {
+            self.pool.release(s, false);
+            return;
         }
+        if !s.needs_reset() {
+            self.pool.release(s, true);
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.pool.release(s, false);
+            return;
+        };
+        let pool = self.pool.clone();
+        rt.spawn(async move {
+            let ok = matches!(
+                tokio::time::timeout(RESET_TIMEOUT, s.reset()).await,
+                Ok(true)
+            );
+            let clean = ok && s.is_clean();
+            pool.release(s, clean);
+        });
     }
 }

@@ -9,11 +9,18 @@
 //! (learned from a server once per pool and value, then cached), our own
 //! BackendKeyData, and ReadyForQuery.
 
+mod client_messages;
+mod local;
+mod named;
 pub mod params;
 pub mod pools;
 pub mod prepared;
+mod pump;
 pub mod server;
+mod server_messages;
 pub mod session;
+mod session_state;
+pub mod simple;
 pub mod tracker;
 
 use std::net::SocketAddr;
@@ -34,9 +41,10 @@ use crate::auth::{AuthUser, ScramKeys};
 use crate::client::{ClientInfo, ClientState, Signals};
 use crate::config::{AuthMethod, Protocol};
 use crate::io::Stream;
+use crate::pool::registry::PoolEntry;
 use crate::pool::{PooledServer, unix_us};
 use params::ClientParams;
-use pools::PgPoolEntry;
+use pools::PgPool;
 use session::Session;
 
 /// Longest a client may take to log in.
@@ -75,7 +83,7 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
                 session.send_error(Severity::Fatal, "57P01", msg, None).await;
             }
         }
-        session.entry.pool.clients.fetch_sub(1, Ordering::Relaxed);
+        session.core.pool.clients.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("client disconnected");
         drop(registration);
     };
@@ -173,7 +181,7 @@ async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Optio
         r = tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(login(shared, &mut conn, &info, startup))) => r,
         _ = info.signals.wait(Signals::KILL | Signals::HARD) => return None,
     };
-    let (entry, params) = match login {
+    let (entry, pg, params) = match login {
         Ok(Ok(v)) => v,
         Ok(Err(Rejected)) => return None,
         Err(_) => {
@@ -182,8 +190,8 @@ async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Optio
             return None;
         }
     };
-    entry.pool.clients.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::debug_span!("client", client.addr = %peer, database = %entry.db.name, user = %entry.pool.key.user);
+    pg.pool.clients.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("client", client.addr = %peer, database = %entry.db.name, user = %pg.pool.key.user);
     let Conn { stream, buf, out } = conn;
     drop(out);
     let session = Session::new(
@@ -192,6 +200,7 @@ async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Optio
         stream,
         buf,
         entry.clone(),
+        pg.pool.clone(),
         params,
     );
     Some(LoggedIn {
@@ -294,6 +303,16 @@ async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<First, Reject
             match startup::decode(&mut conn.buf) {
                 Ok(Some(p)) => break p,
                 Ok(None) => {}
+                Err(startup::StartupError::BadLength(len)) => {
+                    // Not a startup packet at all (e.g. a Terminate sent
+                    // before any login): like PostgreSQL, log it and close
+                    // without a word, since the peer expects no answer.
+                    tracing::debug!(
+                        length = len,
+                        "invalid startup packet length; connection closed"
+                    );
+                    return Err(Rejected);
+                }
                 Err(e) => {
                     conn.fatal("08P01", &format!("invalid startup packet: {e}"), None)
                         .await;
@@ -380,13 +399,13 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: &[u8]) {
     if server_id == 0 {
         return;
     }
-    for entry in shared.pg_pools.all() {
-        for s in entry.pool.servers() {
+    for entry in shared.pools.all() {
+        for s in entry.servers() {
             if s.id == server_id && s.link() == client.id {
                 let addr = *s.addr.lock().unwrap_or_else(|e| e.into_inner());
                 let pid = s.remote_pid.load(Ordering::Relaxed) as i32;
                 let secret = s
-                    .cancel_secret
+                    .cancel_token
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
@@ -408,7 +427,7 @@ async fn login(
     conn: &mut Conn,
     info: &Arc<ClientInfo>,
     startup: Startup,
-) -> Result<(Arc<PgPoolEntry>, ClientParams), Rejected> {
+) -> Result<(Arc<PoolEntry>, Arc<PgPool>, ClientParams), Rejected> {
     let cfg = shared.config.load_full();
     let users = shared.users.load_full();
 
@@ -516,12 +535,7 @@ async fn login(
 
     // Per-database client limit.
     if let Some(limit) = db.client_limit {
-        let used: usize = shared
-            .pg_pools
-            .of_database(&db.name)
-            .iter()
-            .map(|e| e.pool.clients.load(Ordering::Relaxed))
-            .sum();
+        let used = shared.pools.clients_of(&db.name);
         if used >= limit {
             conn.fatal(
                 "53300",
@@ -534,18 +548,15 @@ async fn login(
     }
 
     let login = pools::server_login_for(&db, &auth_user);
-    let entry = shared
-        .pg_pools
-        .get_or_create(&cfg, &shared.insight, &db, login);
-    shared.insight.tag(&db.name, &entry.pool.key.user);
-    entry.pool.stats.add(crate::stats::Stat::ClientLogins, 1);
+    let (entry, pg) = pools::pool_for(&shared.pools, &cfg, &shared.insight, &db, login);
+    pg.pool.stats.add(crate::stats::Stat::ClientLogins, 1);
 
     // Parameters: what the client asked for, in the server's spelling.
     let mut params = ClientParams::default();
     let requested = startup_settings(&startup);
     let mut unknown: Vec<(String, String)> = Vec::new();
     {
-        let cache = entry.canonical.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = pg.canonical.lock().unwrap_or_else(|e| e.into_inner());
         for (k, v) in &requested {
             if k.eq_ignore_ascii_case("application_name") {
                 params.want("application_name", &truncate_name(v));
@@ -560,18 +571,18 @@ async fn login(
             }
         }
     }
-    let need_welcome = entry
+    let need_welcome = pg
         .welcome
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .is_none();
     if need_welcome || !unknown.is_empty() {
-        learn_parameters(shared, conn, info, &entry, &unknown, &mut params).await?;
+        learn_parameters(conn, info, &pg, &unknown, &mut params).await?;
     }
 
     // Welcome: ParameterStatus, BackendKeyData, ReadyForQuery.
     {
-        let welcome = entry.welcome.lock().unwrap_or_else(|e| e.into_inner());
+        let welcome = pg.welcome.lock().unwrap_or_else(|e| e.into_inner());
         let empty = params::ParamMap::default();
         let welcome = welcome.as_ref().unwrap_or(&empty);
         for (k, v) in welcome.iter() {
@@ -590,11 +601,12 @@ async fn login(
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = app.to_owned();
     }
+    params.remember_startup();
     message::backend_key_data(&mut conn.out, info.cancel_key.0, info.cancel_key.1);
     message::ready_for_query(&mut conn.out, b'I');
     conn.flush().await?;
     info.set_state(ClientState::Idle, unix_us(std::time::SystemTime::now()));
-    Ok((entry, params))
+    Ok((entry, pg, params))
 }
 
 /// application_name as the server will report it (63 bytes, ASCII only).
@@ -649,18 +661,13 @@ fn set_config_sql(name: &str, value: &str) -> String {
 /// the server's spelling of values the client asked for. Invalid values
 /// fail the login like they would on the server itself.
 async fn learn_parameters(
-    shared: &Arc<Shared>,
     conn: &mut Conn,
     info: &Arc<ClientInfo>,
-    entry: &Arc<PgPoolEntry>,
+    pg: &Arc<PgPool>,
     unknown: &[(String, String)],
     params: &mut ClientParams,
 ) -> Result<(), Rejected> {
-    let mut lease = match entry
-        .pool
-        .checkout(info.id, std::time::Instant::now())
-        .await
-    {
+    let mut lease = match pg.pool.checkout(info.id, std::time::Instant::now()).await {
         Ok(l) => l,
         Err(e) => {
             let (code, msg) = match &e {
@@ -671,7 +678,6 @@ async fn learn_parameters(
             return Err(Rejected);
         }
     };
-    let max_msg = shared.config.load().general.max_message_size;
     let server = lease.server();
     // Bring the server to the client's current state first.
     let mut sql = params::sync_sql(info.id, params, &server.params).unwrap_or_default();
@@ -689,9 +695,9 @@ async fn learn_parameters(
         }
     }
     if !sql.is_empty() {
-        match session::run_simple(server, &sql, max_msg).await {
-            Ok((b'I', None)) => {}
-            Ok((_, Some((code, msg)))) => {
+        match server.run_simple(&sql).await {
+            Ok(None) if server.txn_status == b'I' => {}
+            Ok(Some((code, msg))) => {
                 drop(lease);
                 conn.fatal(&code, &msg, None).await;
                 return Err(Rejected);
@@ -709,7 +715,7 @@ async fn learn_parameters(
         }
     }
     {
-        let mut cache = entry.canonical.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = pg.canonical.lock().unwrap_or_else(|e| e.into_inner());
         for (k, v) in unknown {
             match server.params.current.get_ignore_case(k) {
                 Some((name, value)) => {
@@ -728,14 +734,13 @@ async fn learn_parameters(
         }
     }
     {
-        let mut welcome = entry.welcome.lock().unwrap_or_else(|e| e.into_inner());
+        let mut welcome = pg.welcome.lock().unwrap_or_else(|e| e.into_inner());
         if welcome.is_none() {
             *welcome = Some(server.params.defaults.clone());
         }
     }
     params::mark_synced(info.id, params, &mut server.params);
     let _ = server.info();
-    lease.set_reusable(true);
     drop(lease);
     Ok(())
 }
@@ -784,14 +789,11 @@ async fn lookup_user(
     let mut literal = String::new();
     params::quote_literal(&mut literal, user);
     let sql = cfg.postgres.auth_query.replace("$1", &literal);
-    let rows = tokio::time::timeout(
-        cfg.general.server_connect_timeout,
-        session::query_rows(&mut server, &sql, cfg.general.max_message_size),
-    )
-    .await
-    .map_err(|_| ("08006", format!("looking up user \"{user}\" timed out")))?
-    .map_err(|e| ("08006", format!("looking up user \"{user}\" failed: {e}")))?
-    .map_err(|e| ("28000", format!("postgres.auth_query failed: {e}")))?;
+    let rows = tokio::time::timeout(cfg.general.server_connect_timeout, server.query_rows(&sql))
+        .await
+        .map_err(|_| ("08006", format!("looking up user \"{user}\" timed out")))?
+        .map_err(|e| ("08006", format!("looking up user \"{user}\" failed: {e}")))?
+        .map_err(|e| ("28000", format!("postgres.auth_query failed: {e}")))?;
     let Some(row) = rows.into_iter().next() else {
         return Err((
             "28000",

@@ -131,6 +131,9 @@ pub struct ClientParams {
     pub version: u64,
     /// Hash of `reported` and `settings` (order-independent).
     pub digest: u64,
+    /// What the client asked for in its startup packet: the values RESET
+    /// ALL and DISCARD ALL return to, as on a direct connection.
+    startup: Option<Box<(ParamMap, ParamMap)>>,
 }
 
 impl ClientParams {
@@ -160,20 +163,68 @@ impl ClientParams {
         }
     }
 
-    /// Forgets an unreported setting (RESET name).
+    /// RESET name of an unreported setting: back to the startup value, or
+    /// to the server default when the startup packet did not set it.
     pub fn reset_setting(&mut self, name: &str) {
-        if self.settings.remove_ignore_case(name) {
+        let startup = self
+            .startup
+            .as_deref()
+            .and_then(|(_, settings)| settings.get_ignore_case(name))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let changed = match startup {
+            Some((k, v)) => {
+                let removed = self.settings.remove_ignore_case(name);
+                self.settings.set(&k, &v) || removed
+            }
+            None => self.settings.remove_ignore_case(name),
+        };
+        if changed {
             self.changed();
         }
     }
 
-    /// RESET ALL / DISCARD ALL: back to the server defaults.
+    /// Remembers the current state as the one the client logged in with.
+    pub fn remember_startup(&mut self) {
+        self.startup = (!self.reported.is_empty() || !self.settings.is_empty())
+            .then(|| Box::new((self.reported.clone(), self.settings.clone())));
+    }
+
+    /// RESET ALL / DISCARD ALL: back to the session defaults, which are the
+    /// server defaults overridden by what the startup packet asked for.
     pub fn reset_all(&mut self) {
-        if !self.settings.is_empty() || !self.reported.is_empty() {
-            self.settings.clear();
-            self.reported.clear();
+        let (reported, settings) = match &self.startup {
+            Some(s) => (s.0.clone(), s.1.clone()),
+            None => Default::default(),
+        };
+        if self.reported != reported || self.settings != settings {
+            self.reported = reported;
+            self.settings = settings;
             self.changed();
         }
+    }
+
+    /// The statements that re-apply the startup values on a server right
+    /// after a RESET ALL / DISCARD ALL, or after RESET of the one parameter
+    /// `only` (a server returns to *its* startup values, not the
+    /// client's). None when the startup packet set none of them.
+    pub fn restore_sql(&self, only: Option<&str>) -> Option<String> {
+        let (reported, settings) = self.startup.as_deref()?;
+        let wanted = |name: &str| only.is_none_or(|o| o.eq_ignore_ascii_case(name));
+        let mut set_config = String::new();
+        for (name, value) in reported.iter().filter(|(n, _)| wanted(n)) {
+            push_set_config(&mut set_config, name, value);
+        }
+        let mut sql = String::new();
+        if !set_config.is_empty() {
+            sql.push_str("SELECT ");
+            sql.push_str(&set_config);
+            sql.push_str("; ");
+        }
+        for (_, stmt) in settings.iter().filter(|(n, _)| wanted(n)) {
+            sql.push_str(stmt);
+            sql.push_str("; ");
+        }
+        (!sql.is_empty()).then_some(sql)
     }
 }
 
@@ -362,6 +413,33 @@ mod tests {
                 .unwrap()
                 .contains("RESET search_path")
         );
+    }
+
+    #[test]
+    fn reset_all_returns_to_the_startup_values() {
+        let mut c = ClientParams::default();
+        assert_eq!(c.restore_sql(None), None);
+        c.want("application_name", "app");
+        c.set_setting("work_mem", "SET work_mem TO '8MB'");
+        c.remember_startup();
+        c.want("application_name", "changed");
+        c.set_setting("search_path", "SET search_path TO x");
+        c.reset_all();
+        assert_eq!(c.reported.get("application_name"), Some("app"));
+        assert_eq!(c.settings.get("search_path"), None);
+        assert_eq!(c.settings.get("work_mem"), Some("SET work_mem TO '8MB'"));
+        assert_eq!(c.restore_sql(Some("search_path")), None);
+        let one = c.restore_sql(Some("WORK_MEM")).unwrap();
+        assert_eq!(one, "SET work_mem TO '8MB'; ");
+        c.set_setting("work_mem", "SET work_mem TO '1MB'");
+        c.reset_setting("work_mem");
+        assert_eq!(c.settings.get("work_mem"), Some("SET work_mem TO '8MB'"));
+        let sql = c.restore_sql(None).unwrap();
+        assert!(
+            sql.contains("set_config('application_name', 'app', false)"),
+            "{sql}"
+        );
+        assert!(sql.contains("SET work_mem TO '8MB'; "), "{sql}");
     }
 
     #[test]

@@ -165,9 +165,9 @@ impl ServerStatements {
         }
     }
 
-    /// Records a statement as prepared; returns the server names to close
-    /// to stay within `max`.
-    pub fn add(&mut self, stmt: &Prepared, max: usize) -> Vec<[u8; 23]> {
+    /// Records a statement as prepared; returns the statements (content id
+    /// and server name) to close to stay within `max`.
+    pub fn add(&mut self, stmt: &Prepared, max: usize) -> Vec<(u64, [u8; 23])> {
         self.tick += 1;
         self.used.insert(stmt.id, (self.tick, stmt.server_name));
         let mut evicted = Vec::new();
@@ -181,15 +181,22 @@ impl ServerStatements {
                 break;
             };
             if let Some((_, name)) = self.used.remove(&oldest) {
-                evicted.push(name);
+                evicted.push((oldest, name));
             }
         }
         evicted
     }
 
-    /// Forgets a statement (its Parse failed).
+    /// Forgets a statement (its Parse failed or was skipped).
     pub fn remove(&mut self, id: u64) {
         self.used.remove(&id);
+    }
+
+    /// Lists an evicted statement again: the Close that would have removed
+    /// it from the server was skipped after an error.
+    pub fn restore(&mut self, id: u64, server_name: [u8; 23]) {
+        self.tick += 1;
+        self.used.entry(id).or_insert((self.tick, server_name));
     }
 
     /// Forgets everything (DISCARD ALL / DEALLOCATE ALL ran on the server).
@@ -255,7 +262,7 @@ mod tests {
         assert!(s.add(&b, 2).is_empty());
         assert!(s.touch(a.id));
         let ev = s.add(&c, 2);
-        assert_eq!(ev, vec![b.server_name]);
+        assert_eq!(ev, vec![(b.id, b.server_name)]);
         assert!(s.touch(a.id) && s.touch(c.id) && !s.touch(b.id));
     }
 }

@@ -3,7 +3,11 @@
 //!
 //! A [`PgServer`] owns its socket and its read buffer (so bytes that arrive
 //! after a transaction ends stay with the server, not with the client that
-//! just used it), the parameters the server reported, and its cancel key.
+//! just used it), the parameters the server reported, its cancel key, and
+//! its protocol state: the requests still owed an answer, the transaction
+//! status of the last ReadyForQuery, and whether its state is known at
+//! all. From that state alone it answers [`PooledServer::is_clean`] when a
+//! lease ends.
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -18,8 +22,9 @@ use tokio::net::TcpStream;
 use crate::auth::AuthUser;
 use crate::config::Secret;
 use crate::io::Stream;
-use crate::pool::{ConnectError, ConnectFuture, Connector, PooledServer, ServerInfo};
+use crate::pool::{ConnectError, ConnectFuture, Connector, PooledServer, ResetFuture, ServerInfo};
 use crate::postgres::params::ServerParams;
+use crate::postgres::tracker::Tracker;
 
 /// A logged-in PostgreSQL server connection.
 pub struct PgServer {
@@ -35,6 +40,19 @@ pub struct PgServer {
     pub cancel_secret: Vec<u8>,
     /// Named statements prepared on this server by sqlmux.
     pub prepared: crate::postgres::prepared::ServerStatements,
+    /// Requests sent and not yet answered.
+    pub q: Tracker,
+    /// Status byte of the last ReadyForQuery (`I`, `T` or `E`).
+    pub txn_status: u8,
+    /// Bytes of a server message still to be streamed to the client.
+    pub skip: usize,
+    /// State unknown (protocol desync, a request cut short): close it.
+    pub dirty: bool,
+    /// The server sent a FATAL error and is closing.
+    pub fatal: bool,
+    /// Holds session state of the client that had it (pinned or session
+    /// mode): reset with DISCARD ALL before another client gets it.
+    pub carries_session_state: bool,
     info: Arc<ServerInfo>,
 }
 
@@ -80,9 +98,52 @@ impl PooledServer for PgServer {
             }
         }
     }
+
+    fn is_clean(&self) -> bool {
+        !self.dirty
+            && !self.fatal
+            && self.q.is_empty()
+            && !self.q.copy_in
+            && self.txn_status == b'I'
+            && self.skip == 0
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.carries_session_state
+    }
+
+    fn reset(&mut self) -> ResetFuture<'_> {
+        Box::pin(self.discard_all())
+    }
 }
 
 impl PgServer {
+    /// Publishes the statement cache size (SHOW SERVERS, /metrics).
+    pub fn publish_statement_count(&self) {
+        self.info
+            .prepared_statements
+            .store(self.prepared.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A command completed on this server: keeps sqlmux's picture of the
+    /// server equal to the server. `DISCARD ALL` and `DEALLOCATE ALL` drop
+    /// every prepared statement, whoever sent them.
+    pub fn command_completed(&mut self, tag: &[u8]) {
+        if tag.starts_with(b"DISCARD ALL") || tag.starts_with(b"DEALLOCATE ALL") {
+            self.prepared.clear();
+            self.publish_statement_count();
+        }
+        if tag.starts_with(b"DISCARD ALL") {
+            // Unreported settings are back to their defaults (DISCARD ALL
+            // cannot run inside a transaction, so this is final); reported
+            // ones arrive as ParameterStatus.
+            if !self.params.settings.is_empty() {
+                self.params.settings.clear();
+                self.params.version += 1;
+            }
+        }
+    }
+
     /// Handles what a server sent while idle in the pool: parameter changes
     /// are recorded, notices dropped; an error (e.g. the server is shutting
     /// down) or anything else makes the server unusable.
@@ -383,7 +444,7 @@ async fn connect(
     }
     info.remote_pid
         .store(i64::from(cancel_pid), std::sync::atomic::Ordering::Relaxed);
-    *info.cancel_secret.lock().unwrap_or_else(|e| e.into_inner()) = cancel_secret.clone();
+    *info.cancel_token.lock().unwrap_or_else(|e| e.into_inner()) = cancel_secret.clone();
     Ok(PgServer {
         stream,
         buf,
@@ -391,6 +452,12 @@ async fn connect(
         cancel_pid,
         cancel_secret,
         prepared: Default::default(),
+        q: Tracker::default(),
+        txn_status: b'I',
+        skip: 0,
+        dirty: false,
+        fatal: false,
+        carries_session_state: false,
         info,
     })
 }

@@ -29,13 +29,18 @@ pub enum Injected {
     Params,
     /// ROLLBACK of a leaked transaction.
     Rollback,
+    /// The client's startup values, re-applied right after its RESET ALL
+    /// or DISCARD ALL; its ParameterStatus messages reach the client.
+    Restore,
 }
 
 /// A reply sqlmux produces itself, in order with the server's replies.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Local {
-    /// ParseComplete for a statement the server already holds.
-    ParseComplete,
+    /// ParseComplete for a statement the server already holds; the
+    /// client's statement name, registered when the Parse was forwarded, is
+    /// forgotten again if an earlier error makes the server skip it.
+    ParseComplete(Option<Box<[u8]>>),
     /// CloseComplete for a client's Close of a named statement.
     CloseComplete,
     /// An ErrorResponse (unknown or duplicate statement name).
@@ -75,8 +80,13 @@ pub enum Req {
     Parse {
         /// Injected by sqlmux: swallow its ParseComplete.
         synthetic: bool,
-        /// Content id of a shared named statement, if any.
+        /// Content id of a shared named statement, if any: the server's
+        /// statement cache lists it from the moment the Parse is sent, and
+        /// forgets it again when the Parse fails or is skipped.
         stmt: Option<u64>,
+        /// The client's name for the statement (transaction mode), likewise
+        /// registered when sent and forgotten when the Parse does not run.
+        name: Option<Box<[u8]>>,
     },
     /// Bind.
     Bind,
@@ -93,6 +103,9 @@ pub enum Req {
     Close {
         /// Injected by sqlmux: swallow its CloseComplete.
         synthetic: bool,
+        /// A statement evicted from the server's cache (content id and
+        /// server name): back into the cache if the Close is skipped.
+        evicted: Option<(u64, [u8; 23])>,
     },
     /// Sync.
     Sync,
@@ -165,18 +178,17 @@ impl Tracker {
         self.q.len()
     }
 
-    /// After an ErrorResponse in the extended protocol: drops every entry
-    /// before the next ready-ending one (the server skips those messages).
-    /// Returns the dropped entries' fingerprints of Executes, for error
-    /// accounting, through `on_execute`.
-    pub fn skip_to_sync(&mut self, mut on_dropped: impl FnMut(Req)) {
-        while let Some(front) = self.q.front() {
-            if front.ends_with_ready() {
-                return;
-            }
-            let r = self.q.pop_front().expect("front exists");
-            on_dropped(r);
-        }
+    /// After an ErrorResponse in the extended protocol: removes and returns
+    /// every entry before the next ready-ending one (the server skips those
+    /// messages), oldest first, so the caller can undo what it recorded
+    /// when it sent them.
+    pub fn skip_to_sync(&mut self) -> Vec<Req> {
+        let n = self
+            .q
+            .iter()
+            .position(Req::ends_with_ready)
+            .unwrap_or(self.q.len());
+        self.q.drain(..n).collect()
     }
 
     /// CopyInResponse for the Execute at the front: Syncs queued behind it
@@ -222,6 +234,7 @@ mod tests {
         t.push(Req::Parse {
             synthetic: false,
             stmt: None,
+            name: None,
         });
         t.push(Req::Bind);
         t.push(Req::Execute {
@@ -232,11 +245,11 @@ mod tests {
         t.push(Req::Parse {
             synthetic: false,
             stmt: None,
+            name: None,
         });
         // ErrorResponse answering the Parse.
         t.pop();
-        let mut dropped = Vec::new();
-        t.skip_to_sync(|r| dropped.push(r));
+        let dropped = t.skip_to_sync();
         assert_eq!(dropped.len(), 2);
         assert_eq!(t.pop(), Some(Req::Sync));
         assert_eq!(t.len(), 1);

@@ -52,6 +52,8 @@ fn bind_one(sa: SocketAddr) -> io::Result<TcpListener> {
 pub enum Service {
     /// PostgreSQL clients.
     Postgres,
+    /// MySQL clients.
+    Mysql,
     /// The admin console and HTTP.
     Admin,
 }
@@ -111,6 +113,17 @@ fn spawn_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr, serv
             shared
                 .tasks
                 .spawn(async move { crate::postgres::handle_client(shared2, tcp, peer).await });
+        }
+        Service::Mysql => {
+            let cap = shared.config.load().pool.max_client_connections + 256;
+            if shared.clients.len() >= cap {
+                drop(tcp);
+                return;
+            }
+            let shared2 = shared.clone();
+            shared
+                .tasks
+                .spawn(async move { crate::mysql::handle_client(shared2, tcp, peer).await });
         }
         Service::Admin => {
             let shared2 = shared.clone();

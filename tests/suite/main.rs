@@ -25,3 +25,5 @@ mod insight;
 mod admin;
 // sqlmux's picture of each server stays what the server holds.
 mod drift;
+// The MySQL front end against MariaDB: drivers, state, KILL QUERY, TLS, insight.
+mod mysql;

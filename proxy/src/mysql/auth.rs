@@ -88,7 +88,9 @@ impl Exchange<'_> {
         }
         if !is_native_hash(password) {
             let verifier = Sha2Verifier::from_password(password.as_bytes());
-            let key = verifier.verify_fast(self.scramble, &response).ok_or_else(bad)?;
+            let key = verifier
+                .verify_fast(self.scramble, &response)
+                .ok_or_else(bad)?;
             self.seq = encode_auth_more_data(
                 &mut self.conn.out,
                 self.seq,

@@ -140,8 +140,17 @@ mod tests {
             classify(b"\x03select last_insert_id()", true),
             Action::Forward
         ));
-        assert!(matches!(classify(b"\x03KILL QUERY 5", true), Action::Kill(_)));
-        assert!(matches!(classify(b"\x16SELECT ?", false), Action::Refuse(_)));
-        assert!(matches!(classify(&[0x19, 1, 0, 0, 0], false), Action::Ignore));
+        assert!(matches!(
+            classify(b"\x03KILL QUERY 5", true),
+            Action::Kill(_)
+        ));
+        assert!(matches!(
+            classify(b"\x16SELECT ?", false),
+            Action::Refuse(_)
+        ));
+        assert!(matches!(
+            classify(&[0x19, 1, 0, 0, 0], false),
+            Action::Ignore
+        ));
     }
 }

@@ -88,7 +88,7 @@ async fn cancel_running(shared: &Shared, client: &Arc<ClientInfo>) {
         for s in entry.servers() {
             if s.id == server_id && s.link() == client.id {
                 let thread = s.remote_pid.load(Ordering::Relaxed);
-                if let Err(e) = kill_query_on(shared, &entry, thread).await {
+                if let Err(e) = kill_on(shared, &entry, "QUERY", thread).await {
                     tracing::warn!(error = %e, "KILL QUERY on the server failed");
                 }
                 return;
@@ -97,8 +97,15 @@ async fn cancel_running(shared: &Shared, client: &Arc<ClientInfo>) {
     }
 }
 
-/// Opens a connection like the pool's and runs `KILL QUERY thread` on it.
-async fn kill_query_on(shared: &Shared, entry: &PoolEntry, thread: i64) -> Result<(), String> {
+/// Opens a connection like the pool's and runs `KILL <what> thread` on it
+/// (`QUERY`: the statement; `CONNECTION`: the whole server connection,
+/// which rolls its transaction back).
+pub async fn kill_on(
+    shared: &Shared,
+    entry: &PoolEntry,
+    what: &str,
+    thread: i64,
+) -> Result<(), String> {
     let AnyPool::Mysql(my) = &entry.pool else {
         return Err("not a MySQL pool".into());
     };
@@ -119,9 +126,9 @@ async fn kill_query_on(shared: &Shared, entry: &PoolEntry, thread: i64) -> Resul
         .connect(ServerInfo::detached())
         .await
         .map_err(|e| e.message)?;
-    tracing::debug!(server.thread = thread, "KILL QUERY");
+    tracing::debug!(server.thread = thread, what, "KILL on the server");
     server
-        .query(&format!("KILL QUERY {thread}"))
+        .query(&format!("KILL {what} {thread}"))
         .await
         .map_err(|e| e.to_string())
 }

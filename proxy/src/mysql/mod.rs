@@ -34,8 +34,7 @@ use std::sync::atomic::Ordering;
 
 use sqlmux_protocol::mysql::auth::generate_scramble;
 use sqlmux_protocol::mysql::caps::{
-    CLIENT_PROTOCOL_41, CLIENT_SSL, MARIADB_MASKED, PoolCaps,
-    offer_to_client,
+    CLIENT_PROTOCOL_41, CLIENT_SSL, MARIADB_MASKED, PoolCaps, offer_to_client,
 };
 use sqlmux_protocol::mysql::handshake::{
     HandshakeResponse, InitialHandshake, MYSQL_NATIVE_PASSWORD, SslRequest,
@@ -62,6 +61,8 @@ const SERVER_CAPS: u32 = 0x81ff_f7fe;
 const SERVER_MARIADB_CAPS: u32 = 0x1d;
 /// utf8mb4_general_ci, the collation announced in the greeting.
 const DEFAULT_COLLATION: u8 = 45;
+/// Longest a client may take to log in.
+const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Longest packet accepted during login.
 const MAX_LOGIN_PACKET: usize = 64 * 1024;
 
@@ -120,7 +121,7 @@ async fn log_in(
     } else if shared.drain.is_cancelled() {
         info.signals.raise(Signals::DRAIN);
     }
-    let limit = shared.config.load().general.client_login_timeout;
+    let limit = LOGIN_TIMEOUT;
     let conn = PacketConn::new(Stream::Plain(tcp));
     let greeted = tokio::select! {
         r = tokio::time::timeout(limit, Box::pin(greet(shared, conn, &info, id))) => r,
@@ -143,7 +144,10 @@ async fn log_in(
             return None;
         }
     };
-    Some((Session::new(core, my, greeted.conn, caps, vars), registration))
+    Some((
+        Session::new(core, my, greeted.conn, caps, vars),
+        registration,
+    ))
 }
 
 /// A connection id not used by another MySQL client (never 0).
@@ -232,7 +236,16 @@ async fn login(
     let next = seq.wrapping_add(1);
     let resp = match HandshakeResponse::decode(&payload) {
         Ok(r) => r,
-        Err(e) => return reject(conn, next, Refusal::ProtocolViolation { what: e.to_string() }).await,
+        Err(e) => {
+            return reject(
+                conn,
+                next,
+                Refusal::ProtocolViolation {
+                    what: e.to_string(),
+                },
+            )
+            .await;
+        }
     };
     if resp.head.capabilities & CLIENT_PROTOCOL_41 == 0 {
         let r = Refusal::ProtocolViolation {
@@ -241,16 +254,29 @@ async fn login(
         return reject(conn, next, r).await;
     }
     if !conn.stream.is_tls() && requires_tls(&cfg) {
-        return reject(conn, next, Refusal::TlsRequired { setting: "mysql.tls.mode" }).await;
+        return reject(
+            conn,
+            next,
+            Refusal::TlsRequired {
+                setting: "mysql.tls.mode",
+            },
+        )
+        .await;
     }
     let client_caps = resp.head.capabilities & (caps | CLIENT_SSL);
     let mariadb_caps = resp.head.mariadb_capabilities & g.mariadb_caps;
     let user = resp.user.to_owned();
     let database = resp.database.map(str::to_owned).filter(|d| !d.is_empty());
     *info.user.lock().unwrap_or_else(|e| e.into_inner()) = user.clone();
-    if let Some(app) = resp.attributes().find(|(k, _)| *k == b"program_name").map(|(_, v)| v) {
-        *info.application_name.lock().unwrap_or_else(|e| e.into_inner()) =
-            String::from_utf8_lossy(app).into_owned();
+    if let Some(app) = resp
+        .attributes()
+        .find(|(k, _)| *k == b"program_name")
+        .map(|(_, v)| v)
+    {
+        *info
+            .application_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = String::from_utf8_lossy(app).into_owned();
     }
     let name = database.unwrap_or_else(|| default_database(&cfg));
     *info.database.lock().unwrap_or_else(|e| e.into_inner()) = name.clone();
@@ -307,12 +333,18 @@ async fn login(
     Ok((core, my, (client_caps, mariadb_caps), vars))
 }
 
+/// A registry entry and the MySQL pool in it.
+type Rebound = (
+    Arc<crate::pool::registry::PoolEntry>,
+    Arc<crate::pool::Pool<Box<server::MyServer>>>,
+);
+
 /// Finds the pool that replaced a retired one after RELOAD.
 fn rebind(
     shared: &Shared,
     db: &crate::config::DatabaseConfig,
     info: &ClientInfo,
-) -> Option<(Arc<crate::pool::registry::PoolEntry>, Arc<crate::pool::Pool<Box<server::MyServer>>>)> {
+) -> Option<Rebound> {
     let old = shared
         .pools
         .all()
@@ -334,7 +366,9 @@ fn rebind(
 
 /// Reads one login packet.
 async fn read(conn: &mut PacketConn) -> Result<(u8, bytes::BytesMut), Rejected> {
-    conn.read_packet(MAX_LOGIN_PACKET).await.map_err(|_| Rejected)
+    conn.read_packet(MAX_LOGIN_PACKET)
+        .await
+        .map_err(|_| Rejected)
 }
 
 /// Sends a refusal during login and ends it.
@@ -379,7 +413,10 @@ fn requires_tls(cfg: &Config) -> bool {
 /// The database of a client that named none: the only MySQL database
 /// entry, if there is exactly one.
 fn default_database(cfg: &Config) -> String {
-    let mut it = cfg.databases.iter().filter(|d| d.protocol == Protocol::Mysql);
+    let mut it = cfg
+        .databases
+        .iter()
+        .filter(|d| d.protocol == Protocol::Mysql);
     match (it.next(), it.next()) {
         (Some(d), None) if d.name != "*" => d.name.clone(),
         _ => String::new(),

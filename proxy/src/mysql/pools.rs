@@ -89,8 +89,7 @@ pub fn pool_for(
             let my = my.clone();
             (entry, my)
         }
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("a MySQL registry key holds a MySQL pool"),
+        AnyPool::Postgres(_) => unreachable!("a MySQL registry key holds a MySQL pool"),
     }
 }
 

@@ -162,11 +162,7 @@ async fn flush(client: &mut ClientEnd<'_>) -> Result<(), PumpError> {
         return Ok(());
     }
     client.bytes_sent += client.conn.out.len() as u64;
-    client
-        .conn
-        .flush()
-        .await
-        .map_err(|_| PumpError::ClientGone)
+    client.conn.flush().await.map_err(|_| PumpError::ClientGone)
 }
 
 /// Reads more from the server while watching the client for a disconnect.

@@ -12,7 +12,8 @@ use sqlmux_protocol::mysql::status::ServerStatus;
 use crate::session::Refusal;
 
 /// MariaDB extended capability: column definitions carry extended type info.
-const MARIADB_EXTENDED_METADATA: u32 = sqlmux_protocol::mysql::caps::MARIADB_CLIENT_EXTENDED_METADATA;
+const MARIADB_EXTENDED_METADATA: u32 =
+    sqlmux_protocol::mysql::caps::MARIADB_CLIENT_EXTENDED_METADATA;
 
 /// Appends a refusal as an ERR packet with sequence id `seq` (its hint
 /// follows the message); returns the next sequence id.
@@ -88,7 +89,13 @@ fn eof(out: &mut BytesMut, seq: u8, status: ServerStatus) -> u8 {
 }
 
 /// A column definition (Protocol::ColumnDefinition41) for a BIGINT.
-fn column_definition(out: &mut BytesMut, seq: u8, name: &str, value: Value, mariadb_caps: u32) -> u8 {
+fn column_definition(
+    out: &mut BytesMut,
+    seq: u8,
+    name: &str,
+    value: Value,
+    mariadb_caps: u32,
+) -> u8 {
     const LONGLONG: u8 = 0x08;
     const NOT_NULL: u16 = 0x0001;
     const UNSIGNED: u16 = 0x0020;

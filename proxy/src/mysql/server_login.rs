@@ -74,14 +74,24 @@ impl Credentials {
     fn native(&self) -> Option<NativeKey> {
         match &self.password {
             Some(p) => Some(NativeKey::from_password(p.as_bytes())),
-            None => self.learned.lock().unwrap_or_else(|e| e.into_inner()).0.clone(),
+            None => self
+                .learned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .clone(),
         }
     }
 
     fn sha2(&self) -> Option<Sha2Key> {
         match &self.password {
             Some(p) => Some(Sha2Key::from_password(p.as_bytes())),
-            None => self.learned.lock().unwrap_or_else(|e| e.into_inner()).1.clone(),
+            None => self
+                .learned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .clone(),
         }
     }
 }
@@ -213,7 +223,10 @@ impl Login {
     }
 
     /// The TLS connector to use, given the server's flags and the mode.
-    fn tls_connector(&self, server_caps: u32) -> Result<Option<tokio_rustls::TlsConnector>, ConnectError> {
+    fn tls_connector(
+        &self,
+        server_caps: u32,
+    ) -> Result<Option<tokio_rustls::TlsConnector>, ConnectError> {
         let connector = self
             .tls
             .clone()
@@ -233,7 +246,11 @@ impl Login {
         }
     }
 
-    async fn start_tls(&self, stream: Stream, connector: tokio_rustls::TlsConnector) -> Result<Stream, ConnectError> {
+    async fn start_tls(
+        &self,
+        stream: Stream,
+        connector: tokio_rustls::TlsConnector,
+    ) -> Result<Stream, ConnectError> {
         let Stream::Plain(tcp) = stream else {
             return Ok(stream);
         };
@@ -242,7 +259,10 @@ impl Login {
         let tls = connector.connect(name, tcp).await.map_err(|e| {
             failure(
                 &self.target,
-                format!("TLS handshake failed (server_tls.mode = {}): {e}", self.tls_mode.as_str()),
+                format!(
+                    "TLS handshake failed (server_tls.mode = {}): {e}",
+                    self.tls_mode.as_str()
+                ),
             )
         })?;
         Ok(Stream::TlsClient(Box::new(tls)))
@@ -291,7 +311,11 @@ impl Login {
                 }
                 AuthReply::MoreData([CACHING_SHA2_FAST_AUTH_SUCCESS]) => {}
                 AuthReply::MoreData([CACHING_SHA2_PERFORM_FULL_AUTH]) => {
-                    let pw = self.credentials.password.as_deref().filter(|_| conn.stream.is_tls());
+                    let pw = self
+                        .credentials
+                        .password
+                        .as_deref()
+                        .filter(|_| conn.stream.is_tls());
                     let Some(pw) = pw else {
                         return Err(self.login_failed(
                             "the server wants caching_sha2_password full authentication, which needs TLS to the server (server_tls) and a plain password in the configuration",

@@ -20,7 +20,7 @@ use sqlmux_protocol::sql::Fingerprint;
 
 use super::analysis::{self, Statement};
 use super::commands::{self, Action, LastValue};
-use super::conn::{PacketConn, ReadError};
+use super::conn::PacketConn;
 use super::pools::MyPool;
 use super::pump::{self, ClientEnd, PumpError};
 use super::reply::{self, Value};
@@ -72,7 +72,13 @@ pub const INITIAL_STATUS: ServerStatus = ServerStatus(SERVER_STATUS_AUTOCOMMIT);
 
 impl Session {
     /// A session for a client that logged in to `my`.
-    pub fn new(core: Core<Box<MyServer>>, my: Arc<MyPool>, client: PacketConn, caps: (u32, u32), vars: SessionVars) -> Session {
+    pub fn new(
+        core: Core<Box<MyServer>>,
+        my: Arc<MyPool>,
+        client: PacketConn,
+        caps: (u32, u32),
+        vars: SessionVars,
+    ) -> Session {
         let max_packet = core.shared.config.load().general.max_message_size as usize;
         Session {
             core,
@@ -112,7 +118,9 @@ impl Session {
     async fn serve(&mut self) -> End {
         loop {
             if !self.client.out.is_empty() {
-                self.core.counts.add(Stat::BytesSent, self.client.out.len() as u64);
+                self.core
+                    .counts
+                    .add(Stat::BytesSent, self.client.out.len() as u64);
                 if self.client.flush().await.is_err() {
                     return End::ClientGone;
                 }
@@ -156,7 +164,11 @@ impl Session {
                     return Ok(Some(payload));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(Refusal::ProtocolViolation { what: e.to_string() }),
+                Err(e) => {
+                    return Err(Refusal::ProtocolViolation {
+                        what: e.to_string(),
+                    });
+                }
             }
             let leased = self.core.lease.is_some();
             let read = tokio::select! {
@@ -232,7 +244,14 @@ impl Session {
             LastValue::InsertId => ("LAST_INSERT_ID()", Value::Unsigned(self.last_insert_id)),
             LastValue::RowCount => ("ROW_COUNT()", Value::Signed(self.row_count)),
         };
-        reply::single_value(&mut self.client.out, name, value, self.status, self.caps, self.mariadb_caps);
+        reply::single_value(
+            &mut self.client.out,
+            name,
+            value,
+            self.status,
+            self.caps,
+            self.mariadb_caps,
+        );
         self.row_count = -1;
     }
 
@@ -270,7 +289,10 @@ impl Session {
     }
 
     /// Writes the command to the server and relays its response.
-    async fn exchange(&mut self, payload: &[u8]) -> Result<(Completion, (u64, u64, u64)), PumpError> {
+    async fn exchange(
+        &mut self,
+        payload: &[u8],
+    ) -> Result<(Completion, (u64, u64, u64)), PumpError> {
         let caps = self.caps;
         let Some(lease) = self.core.lease.as_mut() else {
             return Err(PumpError::ServerGone("no server".into()));
@@ -297,7 +319,11 @@ impl Session {
         let sent = client.bytes_sent;
         self.core.counts.add(Stat::BytesSent, sent);
         let r = r?;
-        let counts = (tracker.rows(), tracker.affected_rows(), tracker.last_insert_id());
+        let counts = (
+            tracker.rows(),
+            tracker.affected_rows(),
+            tracker.last_insert_id(),
+        );
         Ok((r, counts))
     }
 
@@ -313,7 +339,8 @@ impl Session {
     ) {
         let error = matches!(completion, Completion::Err { .. });
         if let Some(s) = &stmt {
-            self.core.record_statement(s.fingerprint, sent, rows.max(affected), error, now);
+            self.core
+                .record_statement(s.fingerprint, sent, rows.max(affected), error, now);
             if s.unlocks_tables && !error {
                 self.core.pins.clear_at_commit(PIN_TABLE_LOCK);
             }
@@ -336,8 +363,10 @@ impl Session {
             server.status = s;
         }
         let status = server.status;
-        self.status = ServerStatus(status.0 & !sqlmux_protocol::mysql::status::SERVER_SESSION_STATE_CHANGED);
-        if status.in_transaction() || status.more_results() || status.cursor_exists() || server.owed {
+        self.status =
+            ServerStatus(status.0 & !sqlmux_protocol::mysql::status::SERVER_SESSION_STATE_CHANGED);
+        if status.in_transaction() || status.more_results() || status.cursor_exists() || server.owed
+        {
             self.core.leak.arm(now);
             return;
         }
@@ -386,7 +415,10 @@ impl Session {
     /// The leak timer fired while the client holds an open transaction.
     async fn on_leak_idle(&mut self) {
         let insight = self.core.shared.insight.clone();
-        let idle = self.core.leak.report(&insight, &self.core.info, Instant::now());
+        let idle = self
+            .core
+            .leak
+            .report(&insight, &self.core.info, Instant::now());
         if self.core.leak.action == crate::config::LeakAction::Warn {
             return;
         }
@@ -406,11 +438,29 @@ impl Session {
 
     /// The pump failed: the server's state is unknown, so it is closed.
     async fn on_pump_error(&mut self, e: PumpError) -> End {
+        let mut running = None;
         if let Some(server) = self.core.server() {
             server.dirty = true;
+            running = server.owed.then_some(i64::from(server.thread_id));
         }
         match e {
-            PumpError::ClientGone => End::ClientGone,
+            PumpError::ClientGone => {
+                if let Some(thread) = running {
+                    // Closing the socket does not stop a statement that
+                    // sends nothing (SLEEP, a long UPDATE): end the server
+                    // connection, which rolls its transaction back.
+                    let shared = self.core.shared.clone();
+                    let entry = self.core.entry.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) =
+                            super::kill::kill_on(&shared, &entry, "CONNECTION", thread).await
+                        {
+                            tracing::warn!(error = %e, "could not end the abandoned server connection");
+                        }
+                    });
+                }
+                End::ClientGone
+            }
             PumpError::ServerGone(m) | PumpError::Protocol(m) => {
                 tracing::warn!(error = %m, "server connection failed mid-response");
                 self.core.release();
@@ -439,7 +489,10 @@ impl Session {
 
 /// Replays the client's variables and schema on a freshly leased server;
 /// a server holding variables the client never set is reset first.
-async fn sync_server(server: &mut MyServer, vars: &SessionVars) -> Result<(), super::server::CommandError> {
+async fn sync_server(
+    server: &mut MyServer,
+    vars: &SessionVars,
+) -> Result<(), super::server::CommandError> {
     if vars.needs_reset_of(&server.session) {
         server.reset_connection().await?;
     }

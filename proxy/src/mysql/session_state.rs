@@ -45,7 +45,7 @@ impl SessionVars {
     /// anything was recorded.
     pub fn apply(&mut self, ok: &OkPacket<'_>) -> bool {
         let mut changed = false;
-        for change in ok.session_changes() {
+        for change in ok.session_changes().map_while(Result::ok) {
             match change {
                 SessionChange::SystemVariable { name, value } => {
                     let name = String::from_utf8_lossy(name);
@@ -136,9 +136,7 @@ pub fn pin_bits(effects: Effects, text: &str) -> PinBits {
 fn has_user_variable(text: &str) -> bool {
     let b = text.as_bytes();
     b.iter().enumerate().any(|(i, &c)| {
-        c == b'@'
-            && b.get(i + 1).is_some_and(|&n| n != b'@')
-            && (i == 0 || b[i - 1] != b'@')
+        c == b'@' && b.get(i + 1).is_some_and(|&n| n != b'@') && (i == 0 || b[i - 1] != b'@')
     })
 }
 
@@ -173,7 +171,10 @@ mod tests {
         assert_eq!(pin_bits(none, "select @@version"), 0);
         assert_eq!(pin_bits(none, "set @a = ?"), PIN_USER_VAR);
         assert_eq!(pin_bits(none, "lock tables t write"), PIN_TABLE_LOCK);
-        assert_eq!(pin_bits(none, "select sql_calc_found_rows * from t"), PIN_OTHER);
+        assert_eq!(
+            pin_bits(none, "select sql_calc_found_rows * from t"),
+            PIN_OTHER
+        );
         assert_eq!(pin_bits(none, "select get_lock(?, ?)"), PIN_LOCK);
     }
 }

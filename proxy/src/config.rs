@@ -391,6 +391,10 @@ pub struct PostgresConfig {
 /// The MySQL listener (`[mysql]`).
 #[derive(Debug, Clone)]
 pub struct MysqlConfig {
+    /// True when the listener runs: `[mysql]` has `listen`, or a
+    /// `[[databases]]` entry uses `protocol = "mysql"` (so PostgreSQL-only
+    /// deployments do not take port 6033).
+    pub enabled: bool,
     /// `host:port` to listen on.
     pub listen: String,
     /// The auth plugin offered to clients.
@@ -721,6 +725,11 @@ fn resolve(
         resolve_client_tls(file.postgres.tls, "postgres.tls", tls_line, &abs, &invalid)?;
     let mysql_tls = resolve_client_tls(file.mysql.tls, "mysql.tls", tls_line, &abs, &invalid)?;
     let mysql = MysqlConfig {
+        enabled: file.mysql.listen.is_some()
+            || file
+                .databases
+                .iter()
+                .any(|d| d.get_ref().protocol == Protocol::Mysql),
         listen: file.mysql.listen.unwrap_or_else(|| "0.0.0.0:6033".into()),
         auth: file.mysql.auth.unwrap_or(MysqlAuth::MysqlNativePassword),
         tls: mysql_tls,

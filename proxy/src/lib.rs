@@ -141,20 +141,26 @@ impl Proxy {
                 what: "postgres.listen",
                 source,
             })?;
-        let my_listener = listener::bind(&config.mysql.listen)
-            .await
-            .map_err(|source| StartError::Bind {
+        let my_listener = match config.mysql.enabled {
+            true => Some(
+                listener::bind(&config.mysql.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: config.mysql.listen.clone(),
+                        what: "mysql.listen",
+                        source,
+                    })?,
+            ),
+            false => None,
+        };
+        let mysql_addr = match &my_listener {
+            Some(l) => l.local_addr().map_err(|source| StartError::Bind {
                 addr: config.mysql.listen.clone(),
                 what: "mysql.listen",
                 source,
-            })?;
-        let mysql_addr = my_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.mysql.listen.clone(),
-                what: "mysql.listen",
-                source,
-            })?;
+            })?,
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         let admin_listener = listener::bind(&config.admin.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -190,11 +196,13 @@ impl Proxy {
         shared
             .mysql_tls
             .store(Arc::new(build_mysql_tls(&shared.config.load())));
-        shared.tasks.spawn(listener::accept_loop(
-            shared.clone(),
-            my_listener,
-            listener::Service::Mysql,
-        ));
+        if let Some(l) = my_listener {
+            shared.tasks.spawn(listener::accept_loop(
+                shared.clone(),
+                l,
+                listener::Service::Mysql,
+            ));
+        }
         shared.tasks.spawn(listener::accept_loop(
             shared.clone(),
             pg_listener,
@@ -233,7 +241,8 @@ impl Proxy {
         self.postgres_addr
     }
 
-    /// Address the MySQL listener is bound to.
+    /// Address the MySQL listener is bound to (port 0 when it does not run:
+    /// no `[mysql]` listen and no MySQL database).
     pub fn mysql_addr(&self) -> SocketAddr {
         self.mysql_addr
     }

@@ -26,9 +26,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # psycopg 3 and asyncpg for the driver compatibility tests, in a venv under target/.
-if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c "import psycopg, asyncpg" 2>/dev/null; then
+# PyMySQL for the MySQL driver tests, in the same venv.
+if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c "import psycopg, asyncpg, pymysql" 2>/dev/null; then
   python3 -m venv target/pyenv 2>/dev/null || { apt-get install -y -qq python3-venv && python3 -m venv target/pyenv; }
-  target/pyenv/bin/pip install -q "psycopg[binary]>=3.1,<4" "asyncpg>=0.29,<1"
+  target/pyenv/bin/pip install -q "psycopg[binary]>=3.1,<4" "asyncpg>=0.29,<1" "PyMySQL>=1.0,<2"
 fi
 
 # node-postgres for the driver compatibility tests, under target/node.

@@ -190,6 +190,8 @@ struct FileConfig {
     #[serde(default)]
     postgres: FilePostgres,
     #[serde(default)]
+    mysql: FileMysql,
+    #[serde(default)]
     pool: FilePool,
     #[serde(default)]
     insight: FileInsight,
@@ -229,6 +231,14 @@ struct FilePostgres {
     auth_user: Option<String>,
     auth_query: Option<String>,
     auth_dbname: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMysql {
+    listen: Option<String>,
+    auth: Option<MysqlAuth>,
+    tls: Option<FileClientTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +401,42 @@ pub struct PostgresConfig {
     pub auth_dbname: Option<String>,
 }
 
+/// The MySQL listener (`[mysql]`).
+#[derive(Debug, Clone)]
+pub struct MysqlConfig {
+    /// True when the listener runs: `[mysql]` has `listen`, or a
+    /// `[[databases]]` entry uses `protocol = "mysql"` (so PostgreSQL-only
+    /// deployments do not take port 6033).
+    pub enabled: bool,
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// The auth plugin offered to clients.
+    pub auth: MysqlAuth,
+    /// TLS towards clients.
+    pub tls: Option<ClientTls>,
+}
+
+/// The authentication plugin sqlmux offers MySQL clients (clients may
+/// answer with either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MysqlAuth {
+    /// `mysql_native_password` (MariaDB's default).
+    MysqlNativePassword,
+    /// `caching_sha2_password` (MySQL 8's default).
+    CachingSha2Password,
+}
+
+impl MysqlAuth {
+    /// The plugin name on the wire.
+    pub fn plugin(self) -> &'static str {
+        match self {
+            MysqlAuth::MysqlNativePassword => "mysql_native_password",
+            MysqlAuth::CachingSha2Password => "caching_sha2_password",
+        }
+    }
+}
+
 /// TLS towards clients.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientTls {
@@ -517,6 +563,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[postgres]`.
     pub postgres: PostgresConfig,
+    /// `[mysql]`.
+    pub mysql: MysqlConfig,
     /// `[pool]` defaults as written (before per-database overrides).
     pub pool: PoolConfig,
     /// `[insight]`.
@@ -705,30 +753,20 @@ fn resolve(
         }
     };
     let tls_line = find_line("tls");
-    let client_tls = match file.postgres.tls {
-        None => None,
-        Some(t) => {
-            let mode = t.mode.unwrap_or(ClientTlsMode::Prefer);
-            match (t.cert, t.key) {
-                (Some(cert), Some(key)) => {
-                    let (cert, key) = (abs(&cert), abs(&key));
-                    if mode != ClientTlsMode::Disable {
-                        crate::tls::acceptor(&cert, &key)
-                            .map_err(|m| invalid(tls_line, "postgres.tls", m))?;
-                    }
-                    Some(ClientTls { cert, key, mode })
-                }
-                _ if mode == ClientTlsMode::Disable => None,
-                _ => {
-                    return Err(invalid(
-                        tls_line,
-                        "postgres.tls",
-                        "TLS needs both `cert` and `key` (PEM files)".into(),
-                    ));
-                }
-            }
-        }
+    let client_tls =
+        resolve_client_tls(file.postgres.tls, "postgres.tls", tls_line, &abs, &invalid)?;
+    let mysql_tls = resolve_client_tls(file.mysql.tls, "mysql.tls", tls_line, &abs, &invalid)?;
+    let mysql = MysqlConfig {
+        enabled: file.mysql.listen.is_some()
+            || file
+                .databases
+                .iter()
+                .any(|d| d.get_ref().protocol == Protocol::Mysql),
+        listen: file.mysql.listen.unwrap_or_else(|| "0.0.0.0:6033".into()),
+        auth: file.mysql.auth.unwrap_or(MysqlAuth::MysqlNativePassword),
+        tls: mysql_tls,
     };
+    check_listen(&mysql.listen).map_err(|m| invalid(find_line("listen"), "mysql.listen", m))?;
     let postgres = PostgresConfig {
         listen: file
             .postgres
@@ -820,13 +858,6 @@ fn resolve(
                 line,
                 &key("name"),
                 format!("database {:?} is defined twice", d.name),
-            ));
-        }
-        if d.protocol == Protocol::Mysql {
-            return Err(invalid(
-                line,
-                &key("protocol"),
-                "the MySQL front end is not available in this version of sqlmux; use protocol = \"postgres\"".into(),
             ));
         }
         let password = read_password(d.password, d.password_file.as_deref(), &abs)
@@ -921,6 +952,7 @@ fn resolve(
         general,
         admin,
         postgres,
+        mysql,
         pool,
         insight,
         peers,
@@ -1093,6 +1125,35 @@ fn resolve_pool(
             .or(base.on_session_state)
             .unwrap_or(SessionStatePolicy::Pin),
     })
+}
+
+/// Client TLS settings of one listener (`postgres.tls`, `mysql.tls`).
+fn resolve_client_tls(
+    t: Option<FileClientTls>,
+    key: &str,
+    line: usize,
+    abs: &dyn Fn(&str) -> PathBuf,
+    invalid: &dyn Fn(usize, &str, String) -> ConfigError,
+) -> Result<Option<ClientTls>, ConfigError> {
+    let Some(t) = t else {
+        return Ok(None);
+    };
+    let mode = t.mode.unwrap_or(ClientTlsMode::Prefer);
+    match (t.cert, t.key) {
+        (Some(cert), Some(k)) => {
+            let (cert, k) = (abs(&cert), abs(&k));
+            if mode != ClientTlsMode::Disable {
+                crate::tls::acceptor(&cert, &k).map_err(|m| invalid(line, key, m))?;
+            }
+            Ok(Some(ClientTls { cert, key: k, mode }))
+        }
+        _ if mode == ClientTlsMode::Disable => Ok(None),
+        _ => Err(invalid(
+            line,
+            key,
+            "TLS needs both `cert` and `key` (PEM files)".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //!
 //! - [`config`]: the TOML schema, validation, defaults.
 //! - [`listener`]: sockets and accept loops.
+//! - [`mysql`]: the MySQL / MariaDB front end: login, the command loop
+//!   and the forwarding pump, server connections, KILL QUERY.
 //! - [`peers`]: replicas that act as one: cancel requests forwarded to the
 //!   replica that holds the client.
 //! - [`postgres`]: the PostgreSQL front end: login, cancel, the session
@@ -43,6 +45,7 @@ pub mod config;
 pub mod insight;
 pub mod io;
 pub mod listener;
+pub mod mysql;
 pub mod peers;
 pub mod pool;
 pub mod postgres;
@@ -90,6 +93,8 @@ pub struct Shared {
     pub admin: std::sync::OnceLock<Arc<crate::admin::AdminState>>,
     /// TLS acceptor for PostgreSQL clients (rebuilt on RELOAD).
     pub pg_tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
+    /// TLS acceptor for MySQL clients (rebuilt on RELOAD).
+    pub mysql_tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
     /// Secrets of users found through `postgres.auth_query`, cached briefly.
     pub auth_cache: auth::AuthCache,
 }
@@ -121,6 +126,7 @@ pub struct Proxy {
     /// Shared state (for inspection and the admin layer).
     pub shared: Arc<Shared>,
     postgres_addr: SocketAddr,
+    mysql_addr: SocketAddr,
     admin_addr: SocketAddr,
 }
 
@@ -144,6 +150,26 @@ impl Proxy {
                 what: "postgres.listen",
                 source,
             })?;
+        let my_listener = match config.mysql.enabled {
+            true => Some(
+                listener::bind(&config.mysql.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: config.mysql.listen.clone(),
+                        what: "mysql.listen",
+                        source,
+                    })?,
+            ),
+            false => None,
+        };
+        let mysql_addr = match &my_listener {
+            Some(l) => l.local_addr().map_err(|source| StartError::Bind {
+                addr: config.mysql.listen.clone(),
+                what: "mysql.listen",
+                source,
+            })?,
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         let admin_listener = listener::bind(&config.admin.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -170,11 +196,22 @@ impl Proxy {
             started: SystemTime::now(),
             admin: std::sync::OnceLock::new(),
             pg_tls: ArcSwap::from_pointee(None),
+            mysql_tls: ArcSwap::from_pointee(None),
             auth_cache: auth::AuthCache::default(),
         });
         shared
             .pg_tls
             .store(Arc::new(build_pg_tls(&shared.config.load())));
+        shared
+            .mysql_tls
+            .store(Arc::new(build_mysql_tls(&shared.config.load())));
+        if let Some(l) = my_listener {
+            shared.tasks.spawn(listener::accept_loop(
+                shared.clone(),
+                l,
+                listener::Service::Mysql,
+            ));
+        }
         shared.tasks.spawn(listener::accept_loop(
             shared.clone(),
             pg_listener,
@@ -192,11 +229,18 @@ impl Proxy {
             &shared.users.load(),
             &shared.insight,
         );
+        mysql::pools::warm(
+            &shared.pools,
+            &shared.config.load(),
+            &shared.users.load(),
+            &shared.insight,
+        );
         shared.tasks.spawn(janitor(shared.clone()));
-        tracing::info!(postgres = %postgres_addr, admin = %admin_addr, "sqlmux started");
+        tracing::info!(postgres = %postgres_addr, mysql = %mysql_addr, admin = %admin_addr, "sqlmux started");
         Ok(Proxy {
             shared,
             postgres_addr,
+            mysql_addr,
             admin_addr,
         })
     }
@@ -204,6 +248,12 @@ impl Proxy {
     /// Address the PostgreSQL listener is bound to.
     pub fn postgres_addr(&self) -> SocketAddr {
         self.postgres_addr
+    }
+
+    /// Address the MySQL listener is bound to (port 0 when it does not run:
+    /// no `[mysql]` listen and no MySQL database).
+    pub fn mysql_addr(&self) -> SocketAddr {
+        self.mysql_addr
     }
 
     /// Address the admin listener is bound to.
@@ -292,11 +342,22 @@ impl Shared {
 }
 
 fn build_pg_tls(cfg: &Config) -> Option<tokio_rustls::TlsAcceptor> {
-    let t = cfg.postgres.tls.as_ref()?;
+    build_client_tls(cfg.postgres.tls.as_ref(), Some(b"postgresql"))
+}
+
+fn build_mysql_tls(cfg: &Config) -> Option<tokio_rustls::TlsAcceptor> {
+    build_client_tls(cfg.mysql.tls.as_ref(), None)
+}
+
+fn build_client_tls(
+    t: Option<&config::ClientTls>,
+    alpn: Option<&[u8]>,
+) -> Option<tokio_rustls::TlsAcceptor> {
+    let t = t?;
     if t.mode == config::ClientTlsMode::Disable {
         return None;
     }
-    match tls::acceptor(&t.cert, &t.key) {
+    match tls::acceptor_with_alpn(&t.cert, &t.key, alpn) {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::error!(error = %e, "TLS for clients disabled: cannot load certificate");
@@ -308,12 +369,14 @@ fn build_pg_tls(cfg: &Config) -> Option<tokio_rustls::TlsAcceptor> {
 /// Swaps in a new configuration: users, pools and insight settings.
 pub(crate) fn apply_config(shared: &Shared, new: Config) {
     shared.pg_tls.store(Arc::new(build_pg_tls(&new)));
+    shared.mysql_tls.store(Arc::new(build_mysql_tls(&new)));
     shared.auth_cache.clear();
     let users = Users::from_config(&new, Some(&shared.users.load()));
     shared.insight.reconfigure(&new.insight);
     shared.users.store(Arc::new(users));
     shared.pools.reload(&new);
     postgres::pools::warm(&shared.pools, &new, &shared.users.load(), &shared.insight);
+    mysql::pools::warm(&shared.pools, &new, &shared.users.load(), &shared.insight);
     shared.config.store(Arc::new(new));
     tracing::info!("configuration reloaded");
 }

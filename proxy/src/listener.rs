@@ -52,6 +52,8 @@ fn bind_one(sa: SocketAddr) -> io::Result<TcpListener> {
 pub enum Service {
     /// PostgreSQL clients.
     Postgres,
+    /// MySQL clients.
+    Mysql,
     /// The admin console and HTTP.
     Admin,
 }
@@ -99,24 +101,24 @@ fn is_transient(e: &io::Error) -> bool {
 }
 
 fn spawn_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr, service: Service) {
-    match service {
-        Service::Postgres => {
-            let cap = shared.config.load().pool.max_client_connections + 256;
-            if shared.clients.len() >= cap {
-                // Far beyond the limit: do not even read the startup packet.
-                drop(tcp);
-                return;
-            }
-            let shared2 = shared.clone();
-            shared
-                .tasks
-                .spawn(async move { crate::postgres::handle_client(shared2, tcp, peer).await });
-        }
-        Service::Admin => {
-            let shared2 = shared.clone();
-            shared
-                .tasks
-                .spawn(async move { crate::admin::handle_connection(shared2, tcp, peer).await });
+    if !matches!(service, Service::Admin) {
+        let cap = shared.config.load().pool.max_client_connections + 256;
+        if shared.clients.len() >= cap {
+            // Far beyond the limit: do not even read the first packet.
+            drop(tcp);
+            return;
         }
     }
+    let shared2 = shared.clone();
+    match service {
+        Service::Postgres => shared
+            .tasks
+            .spawn(async move { crate::postgres::handle_client(shared2, tcp, peer).await }),
+        Service::Mysql => shared
+            .tasks
+            .spawn(async move { crate::mysql::handle_client(shared2, tcp, peer).await }),
+        Service::Admin => shared
+            .tasks
+            .spawn(async move { crate::admin::handle_connection(shared2, tcp, peer).await }),
+    };
 }

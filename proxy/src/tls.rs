@@ -26,8 +26,19 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the acceptor for client connections from PEM files.
+/// Builds the acceptor for PostgreSQL client connections from PEM files
+/// (ALPN `postgresql`).
 pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    acceptor_with_alpn(cert, key, Some(b"postgresql"))
+}
+
+/// Builds an acceptor for client connections from PEM files, offering
+/// `alpn` when given (MySQL clients send none).
+pub fn acceptor_with_alpn(
+    cert: &Path,
+    key: &Path,
+    alpn: Option<&[u8]>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -43,7 +54,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, St
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not match or are unusable: {e}"))?;
-    cfg.alpn_protocols = vec![b"postgresql".to_vec()];
+    cfg.alpn_protocols = alpn.map(|a| vec![a.to_vec()]).unwrap_or_default();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 

@@ -27,3 +27,5 @@ mod admin;
 mod drift;
 // Replicas that act as one: cancel requests forwarded between peers.
 mod deploy;
+// The MySQL front end against MariaDB: drivers, state, KILL QUERY, TLS, insight.
+mod mysql;

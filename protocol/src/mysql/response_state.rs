@@ -163,6 +163,7 @@ pub struct ResponseTracker {
     affected_rows: u64,
     last_insert_id: u64,
     prepared: Option<PrepareOk>,
+    state_changed: bool,
 }
 
 impl ResponseTracker {
@@ -192,6 +193,7 @@ impl ResponseTracker {
             affected_rows: 0,
             last_insert_id: 0,
             prepared: None,
+            state_changed: false,
         }
     }
 
@@ -239,6 +241,14 @@ impl ResponseTracker {
         self.prepared
     }
 
+    /// True when the packet just fed was an OK packet whose status carries
+    /// `SERVER_SESSION_STATE_CHANGED`: decode it whole
+    /// (`response::OkPacket::session_changes`) to learn what changed.
+    #[inline]
+    pub fn state_changed(&self) -> bool {
+        self.state_changed
+    }
+
     /// Feeds one physical server packet: its header and at least
     /// `min(header.len, PEEK_LEN)` bytes of its payload.
     pub fn server_packet(
@@ -246,6 +256,7 @@ impl ResponseTracker {
         header: Header,
         payload: &[u8],
     ) -> Result<Progress, ResponseError> {
+        self.state_changed = false;
         if self.server_continued {
             self.server_continued = header.is_continued();
             return Ok(Progress::More);
@@ -322,6 +333,7 @@ impl ResponseTracker {
         if head.last_insert_id != 0 {
             self.last_insert_id = head.last_insert_id;
         }
+        self.state_changed = head.status.session_state_changed();
         self.end_of_result(head.status)
     }
 

@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock};
 use super::{Counts, PoolKey, ServerInfo};
 use crate::config::{Config, DatabaseConfig, PoolConfig, PoolMode, Protocol};
 use crate::insight::PoolTag;
+use crate::mysql::pools::MyPool;
 use crate::postgres::pools::PgPool;
 use crate::stats::Counters;
 
@@ -29,6 +30,8 @@ use crate::stats::Counters;
 pub enum AnyPool {
     /// A PostgreSQL pool with its parameter caches.
     Postgres(Arc<PgPool>),
+    /// A MySQL pool with its server credentials and client profile.
+    Mysql(Arc<MyPool>),
 }
 
 /// Runs the same expression on the generic pool of either variant.
@@ -36,6 +39,10 @@ macro_rules! each_pool {
     ($any:expr, $p:ident => $e:expr) => {
         match $any {
             AnyPool::Postgres(x) => {
+                let $p = &x.pool;
+                $e
+            }
+            AnyPool::Mysql(x) => {
                 let $p = &x.pool;
                 $e
             }

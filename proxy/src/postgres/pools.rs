@@ -73,6 +73,7 @@ pub fn pool_for(
             let pg = pg.clone();
             (entry, pg)
         }
+        AnyPool::Mysql(_) => unreachable!("a PostgreSQL registry key holds a PostgreSQL pool"),
     }
 }
 

@@ -91,6 +91,44 @@ pub enum Refusal {
         /// The limit.
         limit: Duration,
     },
+    /// caching_sha2_password full authentication without TLS (sqlmux does
+    /// not do the RSA key exchange).
+    Sha2NeedsTls {
+        /// User name.
+        user: String,
+    },
+    /// Bytes that do not follow the protocol.
+    ProtocolViolation {
+        /// What was wrong.
+        what: String,
+    },
+    /// A command sqlmux does not support.
+    NotSupported {
+        /// The command or feature.
+        what: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// KILL with a connection id no client has.
+    UnknownThread {
+        /// The id.
+        id: u32,
+    },
+    /// KILL of another user's connection.
+    KillDenied {
+        /// The id.
+        id: u32,
+    },
+    /// Replaying the client's session state on a new server failed.
+    StateReplay {
+        /// The server's error.
+        message: String,
+    },
+    /// The server connection failed mid-response.
+    ServerLost {
+        /// What happened.
+        message: String,
+    },
     /// TLS is required and the client did not use it.
     TlsRequired {
         /// The setting that requires it (e.g. `postgres.tls.mode`).
@@ -115,7 +153,11 @@ impl Refusal {
             | Refusal::AdminKill => ADMIN_SHUTDOWN,
             Refusal::LeakRolledBack { .. } => IDLE_IN_TRANSACTION_TIMEOUT,
             Refusal::SessionState { .. } => FEATURE_NOT_SUPPORTED,
-            Refusal::LoginTimeout { .. } => PROTOCOL_VIOLATION,
+            Refusal::LoginTimeout { .. } | Refusal::ProtocolViolation { .. } => PROTOCOL_VIOLATION,
+            Refusal::Sha2NeedsTls { .. } => INVALID_AUTHORIZATION,
+            Refusal::NotSupported { .. } => FEATURE_NOT_SUPPORTED,
+            Refusal::UnknownThread { .. } | Refusal::KillDenied { .. } => NOT_IN_PREREQUISITE_STATE,
+            Refusal::StateReplay { .. } | Refusal::ServerLost { .. } => CONNECTION_FAILURE,
         }
     }
 
@@ -136,6 +178,12 @@ impl Refusal {
             Refusal::LeakRolledBack { .. } => 1180,
             Refusal::SessionState { .. } => 1235,
             Refusal::LoginTimeout { .. } => 1158,
+            Refusal::Sha2NeedsTls { .. } => 1045,
+            Refusal::ProtocolViolation { .. } => 1156,
+            Refusal::NotSupported { .. } => 1235,
+            Refusal::UnknownThread { .. } => 1094,
+            Refusal::KillDenied { .. } => 1095,
+            Refusal::StateReplay { .. } | Refusal::ServerLost { .. } => 2013,
         }
     }
 
@@ -178,6 +226,23 @@ impl Refusal {
                 "login timed out after {} (general.client_login_timeout)",
                 humantime::format_duration(*limit)
             ),
+            Refusal::Sha2NeedsTls { user } => format!(
+                "caching_sha2_password full authentication for user \"{user}\" needs TLS: sqlmux does not send its RSA public key"
+            ),
+            Refusal::ProtocolViolation { what } => format!("protocol violation: {what}"),
+            Refusal::NotSupported { what, .. } => {
+                format!("{what} is not supported by sqlmux yet")
+            }
+            Refusal::UnknownThread { id } => format!("unknown thread id: {id}"),
+            Refusal::KillDenied { id } => {
+                format!("you are not owner of thread {id} (it belongs to another user)")
+            }
+            Refusal::StateReplay { message } => format!(
+                "could not restore this session's settings on a new server connection: {message}"
+            ),
+            Refusal::ServerLost { message } => {
+                format!("lost connection to the server during the query: {message}")
+            }
             Refusal::TlsRequired { setting } => {
                 format!("sqlmux requires TLS for this connection ({setting} = \"require\")")
             }
@@ -211,6 +276,10 @@ impl Refusal {
                 "commit or roll back transactions promptly; start a new transaction".into()
             }
             Refusal::TlsRequired { .. } => "connect with TLS (sslmode=require or --ssl)".into(),
+            Refusal::Sha2NeedsTls { .. } => {
+                "connect with TLS (mysql.tls), configure the plain password in [[users]] so the fast path works, or use mysql_native_password".into()
+            }
+            Refusal::NotSupported { hint, .. } => (*hint).into(),
             _ => return None,
         })
     }

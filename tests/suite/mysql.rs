@@ -1,0 +1,334 @@
+//! The MySQL front end against the harness's MariaDB: the mariadb CLI and
+//! mysql_async (text protocol) through pools smaller than the client
+//! count, session state across servers, KILL QUERY, TLS, caching_sha2
+//! logins, and insight for MySQL traffic.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use sqlmux::Proxy;
+use sqlmux::config::Config;
+use sqlmux_tests::{mariadb_command, run_command, shared_mariadb};
+
+use crate::common::{connect_url, eventually, unique_db};
+
+/// A proxy with `[mysql]` on a free port in front of the shared MariaDB's
+/// database `db` (pool of `size`), user app/app-pass and an admin user.
+async fn start(db: &str, size: usize, mysql_extra: &str) -> Proxy {
+    let m = shared_mariadb();
+    let text = format!(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\n[mysql]\nlisten = \"127.0.0.1:0\"\n{mysql_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[databases]]\nname = \"{db}\"\nprotocol = \"mysql\"\nhost = \"127.0.0.1\"\nport = {}\npool = {{ size = {size} }}\n\n\
+         [[users]]\nname = \"app\"\npassword = \"app-pass\"\n\n[[users]]\nname = \"admin\"\npassword = \"admin-pass\"\n",
+        m.port()
+    );
+    let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+    Proxy::start(cfg).await.expect("proxy starts")
+}
+
+/// A fresh database on the shared MariaDB that user app may use.
+fn fresh_db(prefix: &str) -> String {
+    let m = shared_mariadb();
+    let name = unique_db(prefix);
+    m.create_database(&name);
+    m.sql(&format!("GRANT ALL ON `{name}`.* TO 'app'@'%';"));
+    name
+}
+
+fn url(p: &Proxy, db: &str) -> String {
+    // prefer_socket=false: mysql_async would otherwise read @@socket and
+    // reconnect to the server directly.
+    format!(
+        "mysql://app:app-pass@127.0.0.1:{}/{db}?prefer_socket=false",
+        p.mysql_addr().port()
+    )
+}
+
+async fn connect(p: &Proxy, db: &str) -> mysql_async::Conn {
+    let opts = mysql_async::Opts::from_url(&url(p, db)).expect("url");
+    mysql_async::Conn::new(opts)
+        .await
+        .expect("connect through sqlmux")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cli_runs_multi_statements_through_sqlmux() {
+    let db = fresh_db("my_cli");
+    let p = start(&db, 1, "").await;
+    let port = p.mysql_addr().port();
+    let out = tokio::task::spawn_blocking(move || {
+        let cmd = mariadb_command(port, "app", Some("app-pass"), Some(&db));
+        let sql = "CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, v INT);\n\
+                   INSERT INTO t (v) VALUES (1), (2), (3);\n\
+                   SELECT SUM(v) FROM t; SELECT COUNT(*) FROM t;\n\
+                   SELECT DATABASE();\n";
+        let out = run_command(cmd, Some(sql.as_bytes()), Duration::from_secs(60)).expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.0, "mariadb CLI failed: {}", out.2);
+    let lines: Vec<&str> = out.1.lines().collect();
+    assert_eq!(lines[..2], ["6", "3"], "{}", out.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_async_clients_share_a_pool_smaller_than_their_count() {
+    let db = fresh_db("my_pool");
+    let p = start(&db, 2, "").await;
+    let mut c = connect(&p, &db).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, client INT, n INT)")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for client in 0..8 {
+        let mut conn = connect(&p, &db).await;
+        tasks.push(tokio::spawn(async move {
+            for n in 0..20 {
+                conn.query_drop("START TRANSACTION").await.unwrap();
+                conn.query_drop(format!("INSERT INTO t (client, n) VALUES ({client}, {n})"))
+                    .await
+                    .unwrap();
+                let c: Option<i64> = conn
+                    .query_first(format!("SELECT COUNT(*) FROM t WHERE client = {client}"))
+                    .await
+                    .unwrap();
+                assert_eq!(c, Some(n + 1));
+                conn.query_drop("COMMIT").await.unwrap();
+            }
+            conn.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total: Option<i64> = c.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(total, Some(160));
+    let servers: Option<i64> = c
+        .query_first(format!(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE db = '{db}'"
+        ))
+        .await
+        .unwrap();
+    assert!(
+        servers.unwrap() <= 2,
+        "more servers than the pool size: {servers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_variables_and_schema_follow_a_client_across_servers() {
+    let db = fresh_db("my_state");
+    let other = fresh_db("my_state_other");
+    let p = start(&db, 2, "").await;
+    let mut a = connect(&p, &db).await;
+    let mut b = connect(&p, &db).await;
+    a.query_drop("SET time_zone = '+03:00', sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap();
+    a.query_drop(format!("USE `{other}`")).await.unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        // b holds one server in a transaction every other round, so a's
+        // statements land on different servers.
+        let first: Option<u64> = a.query_first("SELECT CONNECTION_ID()").await.unwrap();
+        ids.extend(first);
+        if i % 2 == 0 {
+            // The most recently returned server is a's: b takes it.
+            b.query_drop("START TRANSACTION").await.unwrap();
+        }
+        let row: Option<(u64, String, String, Option<String>)> = a
+            .query_first("SELECT CONNECTION_ID(), @@time_zone, @@sql_mode, DATABASE()")
+            .await
+            .unwrap();
+        let (id, tz, mode, schema) = row.unwrap();
+        ids.insert(id);
+        assert_eq!(tz, "+03:00");
+        assert_eq!(mode, "ANSI_QUOTES");
+        assert_eq!(schema.as_deref(), Some(other.as_str()));
+        if i % 2 == 0 {
+            b.query_drop("COMMIT").await.unwrap();
+        }
+        // Another client on a fresh session sees the server defaults.
+        let tz_b: Option<String> = b.query_first("SELECT @@time_zone").await.unwrap();
+        assert_eq!(tz_b.as_deref(), Some("SYSTEM"));
+    }
+    assert!(ids.len() > 1, "a always ran on one server: {ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_query_stops_only_its_own_statement() {
+    let db = fresh_db("my_kill");
+    let p = start(&db, 3, "").await;
+    let mut a = connect(&p, &db).await;
+    let mut b = connect(&p, &db).await;
+    let mut killer = connect(&p, &db).await;
+    let a_id = a.id();
+    let t0 = std::time::Instant::now();
+    let slow = tokio::spawn(async move {
+        // Interrupted: SLEEP returns 1, or the statement fails with 1317.
+        let v = match a.query_first::<i64, _>("SELECT SLEEP(30)").await {
+            Ok(v) => v,
+            Err(mysql_async::Error::Server(e)) if e.code == 1317 => Some(1),
+            Err(e) => panic!("{e}"),
+        };
+        (v, t0.elapsed())
+    });
+    let other = tokio::spawn(async move {
+        let v: Option<i64> = b.query_first("SELECT SLEEP(2)").await.unwrap();
+        v
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    killer
+        .query_drop(format!("KILL QUERY {a_id}"))
+        .await
+        .unwrap();
+    let (v, took) = slow.await.unwrap();
+    assert_eq!(v, Some(1), "an interrupted SLEEP returns 1");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(
+        other.await.unwrap(),
+        Some(0),
+        "the other client's statement ran to its end"
+    );
+    let err = killer
+        .query_drop("KILL QUERY 4000000000")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown thread"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_client_leaves_no_rows_and_no_open_transaction() {
+    let db = fresh_db("my_killed");
+    let p = start(&db, 1, "").await;
+    let mut c = connect(&p, &db).await;
+    c.query_drop("CREATE TABLE t (id INT)").await.unwrap();
+    let port = p.mysql_addr().port();
+    let db2 = db.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = mariadb_command(port, "app", Some("app-pass"), Some(&db2));
+        cmd.stdin(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("mariadb CLI");
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"START TRANSACTION;\nINSERT INTO t VALUES (1);\nSELECT SLEEP(60);\n")
+            .unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        child.kill().unwrap();
+        let _ = child.wait();
+    })
+    .await
+    .unwrap();
+    let m = shared_mariadb();
+    eventually(Duration::from_secs(20), "the killed client's transaction ends", async || {
+        m.sql(&format!(
+            "SELECT COUNT(*) FROM information_schema.innodb_trx t JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id WHERE p.db = '{db}'"
+        )) == "0"
+    })
+    .await;
+    let rows: Option<i64> = c.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(rows, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insight_records_mysql_statements() {
+    let db = fresh_db("my_insight");
+    let p = start(&db, 1, "").await;
+    let mut c = connect(&p, &db).await;
+    for i in 0..5 {
+        c.query_drop(format!("SELECT {i} + 1")).await.unwrap();
+    }
+    let admin = connect_url(&format!(
+        "host=127.0.0.1 port={} user=admin password=admin-pass dbname=sqlmux",
+        p.admin_addr().port()
+    ))
+    .await
+    .expect("admin login");
+    let rows = admin.simple_query("SHOW STATEMENTS").await.unwrap();
+    let found = rows.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => {
+            r.get("query") == Some("select ? + ?") && r.get("calls") == Some("5")
+        }
+        _ => false,
+    });
+    let texts: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some(format!("{:?} {:?}", r.get("query"), r.get("calls")))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        found,
+        "SHOW STATEMENTS lacks the MySQL statement: {texts:?}"
+    );
+    let pools = admin.simple_query("SHOW POOLS").await.unwrap();
+    let mysql_pool = pools.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get("database") == Some(db.as_str()),
+        _ => false,
+    });
+    assert!(mysql_pool, "SHOW POOLS lacks the MySQL pool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_sha2_clients_log_in_on_the_fast_path() {
+    let db = fresh_db("my_sha2");
+    let p = start(&db, 1, "auth = \"caching_sha2_password\"").await;
+    let mut c = connect(&p, &db).await;
+    let v: Option<i64> = c.query_first("SELECT 41 + 1").await.unwrap();
+    assert_eq!(v, Some(42));
+    let bad = format!(
+        "mysql://app:wrong@127.0.0.1:{}/{db}?prefer_socket=false",
+        p.mysql_addr().port()
+    );
+    let err = mysql_async::Conn::new(mysql_async::Opts::from_url(&bad).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_insert_id_and_ping_are_answered_like_a_direct_connection() {
+    let db = fresh_db("my_lastid");
+    let p = start(&db, 1, "").await;
+    let mut c = connect(&p, &db).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t (v) VALUES (1), (2)")
+        .await
+        .unwrap();
+    let first = c.last_insert_id();
+    let id: Option<u64> = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+    assert_eq!(id, first);
+    c.query_drop("UPDATE t SET v = v + 1").await.unwrap();
+    let n: Option<i64> = c.query_first("SELECT ROW_COUNT()").await.unwrap();
+    assert_eq!(n, Some(2));
+    c.ping().await.unwrap();
+    c.reset().await.unwrap();
+    let v: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(v, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_get_a_clear_error() {
+    let db = fresh_db("my_prep");
+    let p = start(&db, 1, "").await;
+    let mut c = connect(&p, &db).await;
+    let err = c.prep("SELECT 1").await.unwrap_err();
+    assert!(err.to_string().contains("prepared statements"), "{err}");
+    let v: Option<i64> = c.query_first("SELECT 2").await.unwrap();
+    assert_eq!(v, Some(2));
+}

@@ -21,3 +21,5 @@ mod dropin;
 mod insight;
 // The admin port: psql console, control commands, /metrics and probes.
 mod admin;
+// The web page and JSON API: basic auth, answers, headless Chromium.
+mod web;

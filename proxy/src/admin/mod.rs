@@ -19,7 +19,8 @@
 //! # Map
 //!
 //! - [`command`]: the command enum and its parser.
-//! - [`show`]: PgBouncer-compatible SHOW commands; [`stats`]: SHOW STATS.
+//! - [`show`]: PgBouncer-compatible SHOW commands; [`stats`]: SHOW STATS;
+//!   [`compat`]: PgBouncer's setting names in SHOW CONFIG.
 //! - [`insight`]: SHOW STATEMENTS / HISTOGRAM / N_PLUS_ONE / LEAKS.
 //! - [`control`]: PAUSE, RESUME, RECONNECT, KILL, RELOAD, SHUTDOWN.
 //! - [`table`]: typed result tables and time formatting.
@@ -35,6 +36,7 @@
 
 pub mod api;
 pub mod command;
+pub mod compat;
 pub mod console;
 pub mod control;
 pub mod http;

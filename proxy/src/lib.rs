@@ -13,6 +13,8 @@
 //!   transactions.
 //! - [`client`], [`auth`], [`stats`], [`io`]: shared client facts, users and
 //!   secrets, sharded counters, byte streams.
+//! - [`demo`]: `sqlmux demo` (throwaway servers, sqlmux in front and an
+//!   application-like workload).
 //!
 //! # One transaction
 //!
@@ -32,6 +34,7 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod insight;
 pub mod io;
 pub mod listener;

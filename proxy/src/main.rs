@@ -1,6 +1,8 @@
-//! The `sqlmux` command line: run the proxy, or check a configuration.
+//! The `sqlmux` command line: run the proxy, check a configuration, run
+//! the demo, or write a configuration from PgBouncer's or a database URL.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,18 +26,34 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective pools.
     Check,
+    /// Start a throwaway PostgreSQL (and MariaDB), sqlmux in front of it and
+    /// a small application-like workload; print the URLs to try.
+    Demo {
+        /// Stop by itself after this long (e.g. "20s") and print a summary.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        run_for: Option<Duration>,
+    },
+}
+
+/// Log filter: `SQLMUX_LOG`, else `default`.
+fn init_tracing(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SQLMUX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_target(false)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SQLMUX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .init();
-
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Demo { run_for } = command {
+        init_tracing("warn");
+        return demo(run_for);
+    }
+    init_tracing("info");
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -43,13 +61,28 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Check => {
             print_check(&config);
             Ok(())
         }
-        Command::Run => run(config),
+        _ => run(config),
     }
+}
+
+fn demo(run_for: Option<Duration>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sqlmux-demo")
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let opts = sqlmux::demo::DemoOptions { run_for };
+    if let Err(e) = runtime.block_on(sqlmux::demo::run(opts)) {
+        eprintln!("sqlmux demo: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn print_check(cfg: &Config) {

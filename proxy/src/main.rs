@@ -33,6 +33,33 @@ enum Command {
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         run_for: Option<Duration>,
     },
+    /// Write a sqlmux configuration that does what a PgBouncer
+    /// configuration did; list what does not carry over.
+    Import {
+        /// pgbouncer.ini
+        ini: PathBuf,
+        /// userlist.txt (default: the ini's auth_file)
+        userlist: Option<PathBuf>,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Write a configuration for the database a URL names and print the
+    /// URL the application should use instead.
+    Init {
+        /// The application's DATABASE_URL (postgres://, postgresql:// or mysql://).
+        #[arg(long)]
+        from: String,
+        /// Where to write the configuration ("-" for stdout).
+        #[arg(short, long, default_value = "sqlmux.toml")]
+        output: PathBuf,
+        /// Where sqlmux listens (default 127.0.0.1:6432, or :6033 for MySQL).
+        #[arg(long, default_value = "")]
+        listen: String,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Log filter: `SQLMUX_LOG`, else `default`.
@@ -49,9 +76,23 @@ fn init_tracing(default: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
-    if let Command::Demo { run_for } = command {
-        init_tracing("warn");
-        return demo(run_for);
+    match command {
+        Command::Demo { run_for } => {
+            init_tracing("warn");
+            return demo(run_for);
+        }
+        Command::Import {
+            ini,
+            userlist,
+            output,
+        } => return import(&ini, userlist.as_deref(), output.as_deref()),
+        Command::Init {
+            from,
+            output,
+            listen,
+            force,
+        } => return init(&from, &output, &listen, force),
+        Command::Run | Command::Check => {}
     }
     init_tracing("info");
     let config = match Config::load(&cli.config) {
@@ -68,6 +109,96 @@ fn main() -> anyhow::Result<()> {
         }
         _ => run(config),
     }
+}
+
+/// Writes a configuration to `path` (mode 0600: it may hold passwords),
+/// or to stdout for `None` / "-".
+fn write_config(path: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match path.filter(|p| p.as_os_str() != "-") {
+        None => std::io::stdout().write_all(text.as_bytes())?,
+        Some(p) => std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(p)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .with_context(|| format!("cannot write {}", p.display()))?,
+    }
+    Ok(())
+}
+
+/// Notes and the check result on stderr.
+fn report(imported: &sqlmux::import::Imported) {
+    for n in &imported.notes {
+        eprintln!("sqlmux: {n}");
+    }
+    if let Err(e) = &imported.check {
+        eprintln!(
+            "sqlmux: warning: the written configuration does not pass `sqlmux check` here: {e}"
+        );
+    }
+}
+
+fn import(
+    ini: &std::path::Path,
+    userlist: Option<&std::path::Path>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let imported = match sqlmux::import::pgbouncer(ini, userlist) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("sqlmux import: {e}");
+            std::process::exit(2);
+        }
+    };
+    write_config(output, &imported.toml)?;
+    report(&imported);
+    if let Some(p) = output {
+        eprintln!(
+            "sqlmux: wrote {}; check it with `sqlmux check --config {}`",
+            p.display(),
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+fn init(from: &str, output: &std::path::Path, listen: &str, force: bool) -> anyhow::Result<()> {
+    let done = match sqlmux::import::init::from_url(from, listen) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("sqlmux init: {e}");
+            std::process::exit(2);
+        }
+    };
+    let to_stdout = output.as_os_str() == "-";
+    if !to_stdout && output.exists() && !force {
+        eprintln!(
+            "sqlmux init: {} exists; pass --force to overwrite it or -o to write elsewhere",
+            output.display()
+        );
+        std::process::exit(2);
+    }
+    write_config(Some(output), &done.imported.toml)?;
+    report(&done.imported);
+    let line = format!(
+        "point the application at sqlmux (same password as before):\nDATABASE_URL={}",
+        done.app_url
+    );
+    if to_stdout {
+        eprintln!("{line}");
+    } else {
+        println!(
+            "wrote {}; run it with: sqlmux --config {}",
+            output.display(),
+            output.display()
+        );
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn demo(run_for: Option<Duration>) -> anyhow::Result<()> {

@@ -23,3 +23,5 @@ mod insight;
 mod admin;
 // The web page and JSON API: basic auth, answers, headless Chromium.
 mod web;
+// `sqlmux init --from URL`: the written configuration serves the printed URL.
+mod init;

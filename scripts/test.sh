@@ -16,13 +16,24 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing missing packages: ${need[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# PgBouncer's example configuration for the `sqlmux import` tests: just the
+# files from Debian's package (installing it would start a PgBouncer service).
+example=usr/share/doc/pgbouncer/examples/pgbouncer.ini
+if [ ! -f "/$example" ] && [ ! -f /etc/pgbouncer/pgbouncer.ini ] && [ ! -f "target/pgbouncer-example/$example" ]; then
+  mkdir -p target/pgbouncer-example
+  (cd target/pgbouncer-example &&
+    { apt-get download pgbouncer 2>/dev/null || { $sudo apt-get update -qq && apt-get download pgbouncer; }; } &&
+    dpkg-deb -x pgbouncer_*.deb .)
 fi
 
 # psycopg 3 and asyncpg for the driver compatibility tests, in a venv under target/.

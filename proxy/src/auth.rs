@@ -118,6 +118,21 @@ impl AuthUser {
         }
     }
 
+    /// Checks a plaintext password (HTTP basic auth on the admin port)
+    /// against whatever secret the user has: the plain password, the md5
+    /// hash, or the SCRAM verifier (derived again with its salt; one PBKDF2
+    /// run). `None` when the user has no secret to check against.
+    pub fn check_password(&self, password: &str) -> Option<bool> {
+        use sqlmux_protocol::postgres::auth::md5_matches_password;
+        Some(match &self.secret {
+            UserSecret::None => return None,
+            UserSecret::Plain { md5, .. } | UserSecret::Md5(md5) => {
+                md5_matches_password(md5, &self.name, password)
+            }
+            UserSecret::Scram(v) => v.matches_password(password),
+        })
+    }
+
     /// Remembers the keys recovered from a successful client SCRAM login.
     pub fn learn_scram_keys(&self, keys: ScramKeys) {
         *self.learned.lock().unwrap_or_else(|e| e.into_inner()) = Some(keys);

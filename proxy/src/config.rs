@@ -220,6 +220,8 @@ struct FileAdmin {
     listen: Option<String>,
     users: Option<Vec<String>>,
     stats_users: Option<Vec<String>>,
+    http_auth: Option<bool>,
+    metrics_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -382,6 +384,11 @@ pub struct AdminConfig {
     pub users: Vec<String>,
     /// Users that may run SHOW only.
     pub stats_users: Vec<String>,
+    /// Whether the web page and `/api` need HTTP basic auth from an admin
+    /// or stats user.
+    pub http_auth: bool,
+    /// Whether `/metrics` needs it too.
+    pub metrics_auth: bool,
 }
 
 /// The PostgreSQL listener (`[postgres]`).
@@ -741,6 +748,8 @@ fn resolve(
         listen: file.admin.listen.unwrap_or_else(|| "127.0.0.1:6434".into()),
         users: file.admin.users.unwrap_or_else(|| vec!["admin".into()]),
         stats_users: file.admin.stats_users.unwrap_or_default(),
+        http_auth: file.admin.http_auth.unwrap_or(true),
+        metrics_auth: file.admin.metrics_auth.unwrap_or(false),
     };
     check_listen(&admin.listen).map_err(|m| invalid(find_line("listen"), "admin.listen", m))?;
 

@@ -22,6 +22,9 @@
 //!   transactions.
 //! - [`client`], [`auth`], [`stats`], [`io`]: shared client facts, users and
 //!   secrets, sharded counters, byte streams.
+//! - [`demo`]: `sqlmux demo` (throwaway servers, sqlmux in front and an
+//!   application-like workload); [`import`]: `sqlmux import` and
+//!   `sqlmux init` (configurations from PgBouncer's files or a URL).
 //!
 //! # One transaction
 //!
@@ -42,6 +45,8 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod demo;
+pub mod import;
 pub mod insight;
 pub mod io;
 pub mod listener;

@@ -1,6 +1,8 @@
-//! The `sqlmux` command line: run the proxy, or check a configuration.
+//! The `sqlmux` command line: run the proxy, check a configuration, run
+//! the demo, or write a configuration from PgBouncer's or a database URL.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,18 +26,75 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective pools.
     Check,
+    /// Start a throwaway PostgreSQL (and MariaDB), sqlmux in front of it and
+    /// a small application-like workload; print the URLs to try.
+    Demo {
+        /// Stop by itself after this long (e.g. "20s") and print a summary.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        run_for: Option<Duration>,
+    },
+    /// Write a sqlmux configuration that does what a PgBouncer
+    /// configuration did; list what does not carry over.
+    Import {
+        /// pgbouncer.ini
+        ini: PathBuf,
+        /// userlist.txt (default: the ini's auth_file)
+        userlist: Option<PathBuf>,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Write a configuration for the database a URL names and print the
+    /// URL the application should use instead.
+    Init {
+        /// The application's DATABASE_URL (postgres://, postgresql:// or mysql://).
+        #[arg(long)]
+        from: String,
+        /// Where to write the configuration ("-" for stdout).
+        #[arg(short, long, default_value = "sqlmux.toml")]
+        output: PathBuf,
+        /// Where sqlmux listens (default 127.0.0.1:6432, or :6033 for MySQL).
+        #[arg(long, default_value = "")]
+        listen: String,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Log filter: `SQLMUX_LOG`, else `default`.
+fn init_tracing(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SQLMUX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_target(false)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SQLMUX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .init();
-
+    let command = cli.command.unwrap_or(Command::Run);
+    match command {
+        Command::Demo { run_for } => {
+            init_tracing("warn");
+            return demo(run_for);
+        }
+        Command::Import {
+            ini,
+            userlist,
+            output,
+        } => return import(&ini, userlist.as_deref(), output.as_deref()),
+        Command::Init {
+            from,
+            output,
+            listen,
+            force,
+        } => return init(&from, &output, &listen, force),
+        Command::Run | Command::Check => {}
+    }
+    init_tracing("info");
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -43,13 +102,118 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Check => {
             print_check(&config);
             Ok(())
         }
-        Command::Run => run(config),
+        _ => run(config),
     }
+}
+
+/// Writes a configuration to `path` (mode 0600: it may hold passwords),
+/// or to stdout for `None` / "-".
+fn write_config(path: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match path.filter(|p| p.as_os_str() != "-") {
+        None => std::io::stdout().write_all(text.as_bytes())?,
+        Some(p) => std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(p)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .with_context(|| format!("cannot write {}", p.display()))?,
+    }
+    Ok(())
+}
+
+/// Notes and the check result on stderr.
+fn report(imported: &sqlmux::import::Imported) {
+    for n in &imported.notes {
+        eprintln!("sqlmux: {n}");
+    }
+    if let Err(e) = &imported.check {
+        eprintln!(
+            "sqlmux: warning: the written configuration does not pass `sqlmux check` here: {e}"
+        );
+    }
+}
+
+fn import(
+    ini: &std::path::Path,
+    userlist: Option<&std::path::Path>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let imported = match sqlmux::import::pgbouncer(ini, userlist) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("sqlmux import: {e}");
+            std::process::exit(2);
+        }
+    };
+    write_config(output, &imported.toml)?;
+    report(&imported);
+    if let Some(p) = output {
+        eprintln!(
+            "sqlmux: wrote {}; check it with `sqlmux check --config {}`",
+            p.display(),
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+fn init(from: &str, output: &std::path::Path, listen: &str, force: bool) -> anyhow::Result<()> {
+    let done = match sqlmux::import::init::from_url(from, listen) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("sqlmux init: {e}");
+            std::process::exit(2);
+        }
+    };
+    let to_stdout = output.as_os_str() == "-";
+    if !to_stdout && output.exists() && !force {
+        eprintln!(
+            "sqlmux init: {} exists; pass --force to overwrite it or -o to write elsewhere",
+            output.display()
+        );
+        std::process::exit(2);
+    }
+    write_config(Some(output), &done.imported.toml)?;
+    report(&done.imported);
+    let line = format!(
+        "point the application at sqlmux (same password as before):\nDATABASE_URL={}",
+        done.app_url
+    );
+    if to_stdout {
+        eprintln!("{line}");
+    } else {
+        println!(
+            "wrote {}; run it with: sqlmux --config {}",
+            output.display(),
+            output.display()
+        );
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn demo(run_for: Option<Duration>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sqlmux-demo")
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let opts = sqlmux::demo::DemoOptions { run_for };
+    if let Err(e) = runtime.block_on(sqlmux::demo::run(opts)) {
+        eprintln!("sqlmux demo: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn print_check(cfg: &Config) {

@@ -684,6 +684,35 @@ async fn reload_applies_a_new_pool_size_and_refuses_a_broken_file_without_droppi
         cfg.get(file, "value"),
         Some(path.display().to_string().as_str())
     );
+    // PgBouncer's names for the same settings follow sqlmux's own rows.
+    let keys: Vec<&str> = cfg.rows.iter().map(|r| r[0].as_deref().unwrap()).collect();
+    let own_end = keys.iter().position(|k| *k == "config_file").unwrap();
+    for (key, value) in [
+        ("admin_users", "admin"),
+        ("stats_users", "monitor,legacy"),
+        ("pool_mode", "transaction"),
+        ("listen_addr", "127.0.0.1"),
+        ("listen_port", "0"),
+        ("auth_type", "trust"),
+        ("max_client_conn", "10000"),
+        ("min_pool_size", "0"),
+        ("server_idle_timeout", "600"),
+        ("server_lifetime", "3600"),
+        ("query_wait_timeout", "5"),
+        ("client_login_timeout", "60"),
+        ("max_prepared_statements", "200"),
+    ] {
+        let at = keys
+            .iter()
+            .position(|k| *k == key)
+            .unwrap_or_else(|| panic!("{key} missing"));
+        assert!(at > own_end, "{key} comes after sqlmux's own rows");
+        assert_eq!(cfg.get(cfg.row("key", key), "value"), Some(value), "{key}");
+    }
+    let size = cfg
+        .get(cfg.row("key", "default_pool_size"), "value")
+        .unwrap();
+    assert!(size.parse::<usize>().unwrap() >= 2, "{size}");
     p.proxy.shutdown_now().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

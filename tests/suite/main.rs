@@ -29,3 +29,7 @@ mod drift;
 mod deploy;
 // The MySQL front end against MariaDB: drivers, state, KILL QUERY, TLS, insight.
 mod mysql;
+// The web page and JSON API: basic auth, answers, headless Chromium.
+mod web;
+// `sqlmux init --from URL`: the written configuration serves the printed URL.
+mod init;

@@ -110,6 +110,12 @@ pub fn md5_matches(stored_md5: &str, salt: [u8; 4], response: &[u8]) -> bool {
     constant_time_eq(md5_salted(stored_md5, salt).as_bytes(), response)
 }
 
+/// Whether `password` is the one behind the stored `md5...` hash of `user`
+/// (a plaintext check, e.g. for HTTP basic auth). Compares in constant time.
+pub fn md5_matches_password(stored_md5: &str, user: &str, password: &str) -> bool {
+    constant_time_eq(md5_hash(user, password).as_bytes(), stored_md5.as_bytes())
+}
+
 /// `"md5"` followed by the lowercase hex md5 of the concatenated parts.
 fn md5_prefixed_hex(parts: &[&[u8]]) -> String {
     let mut hasher = Md5::new();
@@ -192,6 +198,20 @@ impl ScramVerifier {
             stored_key: sha256(&keys.client_key),
             server_key: keys.server_key,
         }
+    }
+
+    /// Whether `password` is the one this verifier was made from: derives
+    /// the keys again with the verifier's salt and iterations (one PBKDF2
+    /// run, so this costs what a SCRAM login costs the client) and compares
+    /// them in constant time. For plaintext checks such as HTTP basic auth.
+    pub fn matches_password(&self, password: &str) -> bool {
+        let Some(iterations) = NonZeroU32::new(self.iterations) else {
+            return false;
+        };
+        let keys = ScramKeys::from_password(password, &self.salt, iterations);
+        let stored = constant_time_eq(&sha256(&keys.client_key), &self.stored_key);
+        let server = constant_time_eq(&keys.server_key, &self.server_key);
+        stored & server
     }
 
     /// A verifier with a random 16-byte salt and 4096 iterations.
@@ -880,6 +900,18 @@ mod tests {
             md5_salted(&stored[3..], [1, 2, 3, 4]),
             md5_salted(&stored, [1, 2, 3, 4])
         );
+    }
+
+    #[test]
+    fn plaintext_passwords_check_against_verifiers_and_md5_hashes() {
+        let v = ScramVerifier::from_password("s3cret", b"0123456789abcdef", 64);
+        assert!(v.matches_password("s3cret"));
+        assert!(!v.matches_password("s3cret "));
+        assert!(!v.matches_password(""));
+        let stored = md5_hash("alice", "s3cret");
+        assert!(md5_matches_password(&stored, "alice", "s3cret"));
+        assert!(!md5_matches_password(&stored, "bob", "s3cret"));
+        assert!(!md5_matches_password(&stored, "alice", "other"));
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! A minimal HTTP/1.1 responder for the admin port: `GET /metrics`,
-//! `/healthz`, `/readyz`. One request per connection (`Connection: close`);
-//! the request head is bounded in size and time.
+//! `/healthz`, `/readyz`, the web page (`/`, [`super::page`]) and its JSON
+//! API (`/api/...`, [`super::api`]). One request per connection
+//! (`Connection: close`); the request head is bounded in size and time.
+//!
+//! Only GET and HEAD exist: nothing on HTTP changes state. The page and the
+//! API need basic auth from an admin or stats user ([`super::webauth`])
+//! unless `admin.http_auth = false`; `/metrics` needs it only with
+//! `admin.metrics_auth = true`; the probes never do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,15 +31,77 @@ pub struct Reply {
     pub content_type: &'static str,
     /// Body.
     pub body: String,
+    /// Extra response headers.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
-    fn text(status: u16, body: impl Into<String>) -> Reply {
+    /// A plain-text reply.
+    pub fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply::new(status, "text/plain; charset=utf-8", body.into())
+    }
+
+    /// A reply with a content type and body.
+    pub fn new(status: u16, content_type: &'static str, body: String) -> Reply {
         Reply {
             status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into(),
+            content_type,
+            body,
+            headers: Vec::new(),
         }
+    }
+
+    /// A JSON reply.
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        let mut body = value.to_string();
+        body.push('\n');
+        Reply::new(status, "application/json", body)
+    }
+
+    /// 401 asking for basic auth.
+    pub fn unauthorized() -> Reply {
+        let mut r = Reply::text(
+            401,
+            "authentication required: an admin.users or admin.stats_users user and its [[users]] password\n",
+        );
+        let realm = format!("Basic realm=\"{}\"", super::webauth::REALM);
+        r.headers.push(("WWW-Authenticate", realm));
+        r
+    }
+}
+
+/// The parts of a request the admin port looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// The request target (path and query).
+    pub target: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+impl Request {
+    /// Parses a request head (request line and headers, no body).
+    pub fn parse(head: &str) -> Request {
+        let mut lines = head.lines();
+        let mut parts = lines.next().unwrap_or("").split(' ');
+        let method = parts.next().unwrap_or("").to_owned();
+        let target = parts.next().unwrap_or("").to_owned();
+        let authorization = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.trim().to_owned());
+        Request {
+            method,
+            target,
+            authorization,
+        }
+    }
+
+    /// The path without query or fragment.
+    pub fn path(&self) -> &str {
+        self.target.split(['?', '#']).next().unwrap_or("")
     }
 }
 
@@ -41,6 +109,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
@@ -61,24 +130,56 @@ pub fn not_ready(shared: &Shared) -> Option<&'static str> {
 }
 
 /// Routes one request.
-pub fn route(shared: &Shared, admin: &AdminState, method: &str, target: &str) -> Reply {
-    if method != "GET" && method != "HEAD" {
-        return Reply::text(405, "only GET and HEAD are supported\n");
+pub fn route(shared: &Shared, admin: &AdminState, req: &Request) -> Reply {
+    if req.method != "GET" && req.method != "HEAD" {
+        return Reply::text(
+            405,
+            "only GET and HEAD are supported: the admin port's HTTP side is read-only\n",
+        );
     }
-    let path = target.split(['?', '#']).next().unwrap_or("");
+    let path = req.path();
+    let cfg = shared.config.load();
     match path {
-        "/metrics" => Reply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: super::metrics::render(shared, admin),
-        },
-        "/healthz" => Reply::text(200, "ok\n"),
-        "/readyz" => match not_ready(shared) {
-            None => Reply::text(200, "ready\n"),
-            Some(why) => Reply::text(503, why),
-        },
-        _ => Reply::text(404, "not found; try /metrics, /healthz or /readyz\n"),
+        "/healthz" => return Reply::text(200, "ok\n"),
+        "/readyz" => {
+            return match not_ready(shared) {
+                None => Reply::text(200, "ready\n"),
+                Some(why) => Reply::text(503, why),
+            };
+        }
+        _ => {}
     }
+    let known =
+        path == "/metrics" || path.starts_with("/api/") || super::page::asset(path).is_some();
+    if !known {
+        return Reply::text(
+            404,
+            "not found; try /, /api/pools, /api/statements, /metrics, /healthz or /readyz\n",
+        );
+    }
+    let needs_auth = if path == "/metrics" {
+        cfg.admin.metrics_auth
+    } else {
+        cfg.admin.http_auth
+    };
+    let auth = req.authorization.as_deref();
+    if needs_auth && let Err(why) = super::webauth::check(shared, &admin.web_auth, auth) {
+        if why != super::webauth::Refusal::NoCredentials {
+            tracing::info!(path = %path, refusal = ?why, "admin HTTP request refused");
+        }
+        return Reply::unauthorized();
+    }
+    if path == "/metrics" {
+        return Reply::new(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            super::metrics::render(shared, admin),
+        );
+    }
+    if let Some(reply) = super::api::route(shared, admin, path) {
+        return reply;
+    }
+    super::page::asset(path).unwrap_or_else(|| Reply::text(404, "not found\n"))
 }
 
 /// Serves one HTTP connection: reads the request head, answers, closes.
@@ -91,10 +192,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, admin: Arc<AdminState>, mut tcp: 
             return;
         }
     };
-    let mut parts = head.lines().next().unwrap_or("").split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let reply = route(&shared, &admin, method, target);
-    let _ = write_reply(&mut tcp, &reply, method == "HEAD").await;
+    let req = Request::parse(&head);
+    let reply = route(&shared, &admin, &req);
+    let _ = write_reply(&mut tcp, &reply, req.method == "HEAD").await;
 }
 
 /// Reads up to the blank line ending the head. `Ok(None)`: the peer went
@@ -119,17 +219,48 @@ async fn read_head(tcp: &mut TcpStream) -> Result<Option<String>, Reply> {
 }
 
 async fn write_reply(tcp: &mut TcpStream, r: &Reply, head_only: bool) -> std::io::Result<()> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
         r.status,
         reason(r.status),
         r.content_type,
         r.body.len()
-    )
-    .into_bytes();
+    );
+    for (k, v) in &r.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
     if !head_only {
         out.extend_from_slice(r.body.as_bytes());
     }
     tcp.write_all(&out).await?;
     tcp.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_heads_give_method_path_and_authorization() {
+        let r = Request::parse(
+            "GET /api/pools?x=1 HTTP/1.1\r\nHost: a\r\nauthorization:  Basic YTpi \r\nAccept: */*",
+        );
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path(), "/api/pools");
+        assert_eq!(r.authorization.as_deref(), Some("Basic YTpi"));
+        assert_eq!(Request::parse("HEAD / HTTP/1.0").authorization, None);
+    }
+
+    #[test]
+    fn unauthorized_asks_for_basic_auth_in_the_sqlmux_realm() {
+        let r = Reply::unauthorized();
+        assert_eq!(r.status, 401);
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| *k == "WWW-Authenticate" && v.starts_with("Basic realm=\"sqlmux\""))
+        );
+    }
 }

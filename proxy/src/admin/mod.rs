@@ -19,11 +19,14 @@
 //! # Map
 //!
 //! - [`command`]: the command enum and its parser.
-//! - [`show`]: PgBouncer-compatible SHOW commands; [`stats`]: SHOW STATS.
+//! - [`show`]: PgBouncer-compatible SHOW commands; [`stats`]: SHOW STATS;
+//!   [`compat`]: PgBouncer's setting names in SHOW CONFIG.
 //! - [`insight`]: SHOW STATEMENTS / HISTOGRAM / N_PLUS_ONE / LEAKS.
 //! - [`control`]: PAUSE, RESUME, RECONNECT, KILL, RELOAD, SHUTDOWN.
 //! - [`table`]: typed result tables and time formatting.
 //! - [`metrics`]: the Prometheus exposition.
+//! - [`page`], [`api`], [`webauth`]: the web page, its JSON API and their
+//!   basic auth.
 //!
 //! # Shutdown
 //!
@@ -31,15 +34,19 @@
 //! answer 503 and operators keep their console; every admin connection is
 //! closed when the grace period ends (`Shared::hard`).
 
+pub mod api;
 pub mod command;
+pub mod compat;
 pub mod console;
 pub mod control;
 pub mod http;
 pub mod insight;
 pub mod metrics;
+pub mod page;
 pub mod show;
 pub mod stats;
 pub mod table;
+pub mod webauth;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,6 +66,7 @@ const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AdminState {
     metrics: metrics::Metrics,
     averages: Mutex<AverageTable>,
+    web_auth: webauth::Cache,
 }
 
 impl AdminState {
@@ -66,6 +74,7 @@ impl AdminState {
         AdminState {
             metrics: metrics::Metrics::new(),
             averages: Mutex::new(AverageTable::default()),
+            web_auth: webauth::Cache::default(),
         }
     }
 

@@ -581,8 +581,10 @@ pub fn state(shared: &Shared) -> Table {
     t
 }
 
-/// SHOW CONFIG: `key, value, default, changeable`. Passwords never appear
-/// (no secret is a key here).
+/// SHOW CONFIG: `key, value, default, changeable`: sqlmux's keys, then
+/// PgBouncer's names for the settings that have one
+/// ([`super::compat::pgbouncer_rows`]). Passwords never appear (no secret
+/// is a key here).
 pub fn config(shared: &Shared) -> Table {
     let cfg = shared.config.load();
     let mut t = Table::new(&[
@@ -650,6 +652,18 @@ pub fn config(shared: &Shared) -> Table {
             "admin.stats_users",
             list(&cfg.admin.stats_users),
             "[]".into(),
+            true,
+        ),
+        (
+            "admin.http_auth",
+            cfg.admin.http_auth.to_string(),
+            "true".into(),
+            true,
+        ),
+        (
+            "admin.metrics_auth",
+            cfg.admin.metrics_auth.to_string(),
+            "false".into(),
             true,
         ),
         (
@@ -812,7 +826,8 @@ pub fn config(shared: &Shared) -> Table {
             false,
         ),
     ];
-    for (k, v, d, ch) in rows {
+    let compat = super::compat::pgbouncer_rows(&cfg);
+    for (k, v, d, ch) in rows.into_iter().chain(compat) {
         t.push(vec![
             Cell::text(k),
             Cell::text(v),

@@ -27,6 +27,17 @@ pub enum Stream {
     TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+/// See [`Stream::idle_check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleRead {
+    /// Nothing arrived.
+    Quiet,
+    /// Bytes arrived (read from the raw socket: encrypted under TLS).
+    Data(usize),
+    /// The peer closed the connection or it failed.
+    Closed,
+}
+
 impl Stream {
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
@@ -34,6 +45,24 @@ impl Stream {
             Stream::Plain(s) => s,
             Stream::TlsServer(s) => s.get_ref().0,
             Stream::TlsClient(s) => s.get_ref().0,
+        }
+    }
+
+    /// What an idle pooled server connection has done since it was last
+    /// used, found without blocking (and without a syscall while the socket
+    /// is not readable): `Data(n)` put `n` bytes into `tmp`.
+    pub fn idle_check(&self, tmp: &mut [u8]) -> IdleRead {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let tcp = self.tcp();
+        match tcp.poll_read_ready(&mut cx) {
+            std::task::Poll::Pending => IdleRead::Quiet,
+            std::task::Poll::Ready(Err(_)) => IdleRead::Closed,
+            std::task::Poll::Ready(Ok(())) => match tcp.try_read(tmp) {
+                Ok(0) => IdleRead::Closed,
+                Ok(n) => IdleRead::Data(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdleRead::Quiet,
+                Err(_) => IdleRead::Closed,
+            },
         }
     }
 

@@ -10,7 +10,6 @@
 //! Logging in is in [`super::server_login`].
 
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 use sqlmux_protocol::mysql::command::Command;
@@ -22,7 +21,7 @@ use thiserror::Error;
 
 use super::conn::{PacketConn, ReadError};
 use super::session_state::{ENABLE_TRACKING, SessionVars};
-use crate::io::Stream;
+use crate::io::{IdleRead, Stream};
 use crate::pool::{PooledServer, ResetFuture, ServerInfo};
 
 /// Longest response to a command sqlmux sends on its own.
@@ -88,16 +87,8 @@ impl PooledServer for MyServer {
             // Servers say nothing unasked except that they are leaving.
             return false;
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        let tcp = self.stream.tcp();
-        match tcp.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut tmp = [0u8; 64];
-                matches!(tcp.try_read(&mut tmp), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            }
-        }
+        let mut tmp = [0u8; 64];
+        self.stream.idle_check(&mut tmp) == IdleRead::Quiet
     }
 
     fn is_clean(&self) -> bool {

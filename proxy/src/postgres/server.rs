@@ -10,7 +10,6 @@
 //! lease ends.
 
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -21,7 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::AuthUser;
 use crate::config::Secret;
-use crate::io::Stream;
+use crate::io::{IdleRead, Stream};
 use crate::pool::{ConnectError, ConnectFuture, Connector, PooledServer, ResetFuture, ServerInfo};
 use crate::postgres::params::ServerParams;
 use crate::postgres::tracker::Tracker;
@@ -74,27 +73,15 @@ impl PooledServer for PgServer {
         if !self.buf.is_empty() {
             return self.absorb_idle_messages();
         }
-        // Readiness without a syscall: Pending means nothing arrived.
-        let mut cx = Context::from_waker(Waker::noop());
-        let tcp = self.stream.tcp();
-        match tcp.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut tmp = [0u8; 4096];
-                match tcp.try_read(&mut tmp) {
-                    Ok(0) => false,
-                    Ok(n) => {
-                        if self.stream.is_tls() {
-                            // Encrypted bytes cannot be inspected here.
-                            return false;
-                        }
-                        self.buf.extend_from_slice(&tmp[..n]);
-                        self.absorb_idle_messages()
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-                    Err(_) => false,
-                }
+        let mut tmp = [0u8; 4096];
+        match self.stream.idle_check(&mut tmp) {
+            IdleRead::Quiet => true,
+            IdleRead::Closed => false,
+            // Encrypted bytes cannot be inspected here.
+            IdleRead::Data(_) if self.stream.is_tls() => false,
+            IdleRead::Data(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                self.absorb_idle_messages()
             }
         }
     }

@@ -185,12 +185,12 @@ async fn duplicate_and_unknown_statement_names_get_postgresql_errors_and_stay_in
 }
 
 /// A CA and a leaf certificate for localhost / 127.0.0.1, written to a temp dir.
-struct Certs {
-    dir: PathBuf,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    files: TlsFiles,
+pub(crate) struct Certs {
+    pub(crate) dir: PathBuf,
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) files: TlsFiles,
 }
 
 impl Drop for Certs {
@@ -199,7 +199,7 @@ impl Drop for Certs {
     }
 }
 
-fn make_certs() -> Certs {
+pub(crate) fn make_certs() -> Certs {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -332,3 +332,116 @@ async fn prepared_statements_get_a_clear_error() {
     let v: Option<i64> = c.query_first("SELECT 2").await.unwrap();
     assert_eq!(v, Some(2));
 }
+
+/// A proxy whose MySQL listener offers TLS with `mode`, with `auth` as
+/// the greeting's plugin and `password` as app's `[[users]]` secret.
+async fn start_tls(
+    db: &str,
+    certs: &crate::dropin::Certs,
+    mode: &str,
+    auth: &str,
+    password: &str,
+) -> Proxy {
+    let m = shared_mariadb();
+    let text = format!(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\n[mysql]\nlisten = \"127.0.0.1:0\"\nauth = \"{auth}\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\", mode = \"{mode}\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[databases]]\nname = \"{db}\"\nprotocol = \"mysql\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"app\"\npassword = \"app-pass\"\npool = {{ size = 1 }}\n\n\
+         [[users]]\nname = \"app\"\npassword = \"{password}\"\n",
+        certs.cert.display(),
+        certs.key.display(),
+        m.port()
+    );
+    Proxy::start(Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
+        .await
+        .expect("proxy starts")
+}
+
+/// mysql_async options through `p`, over TLS (accepting the test CA's
+/// certificate) or in plain text.
+fn opts(p: &Proxy, db: &str, tls: bool) -> mysql_async::Opts {
+    let builder =
+        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url(p, db)).unwrap());
+    let builder = if tls {
+        builder.ssl_opts(mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true))
+    } else {
+        builder
+    };
+    builder.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_require_refuses_plain_clients_and_serves_tls_ones() {
+    let certs = crate::dropin::make_certs();
+    let db = fresh_db("my_tlsreq");
+    let p = start_tls(&db, &certs, "require", "mysql_native_password", "app-pass").await;
+    let err = mysql_async::Conn::new(opts(&p, &db, false))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("requires TLS"), "{err}");
+    let mut c = mysql_async::Conn::new(opts(&p, &db, true))
+        .await
+        .expect("TLS login");
+    let v: Option<i64> = c.query_first("SELECT 20 + 22").await.unwrap();
+    assert_eq!(v, Some(42));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_sha2_full_authentication_over_tls_serves_a_user_known_only_by_its_hash() {
+    // `*HEX` is what mysql.user stores for native passwords: it cannot check
+    // a caching_sha2 scramble, so sqlmux asks for full authentication,
+    // which sends the password itself and is allowed over TLS only.
+    let certs = crate::dropin::make_certs();
+    let db = fresh_db("my_sha2full");
+    let hash = "*3F57C84FDE4BBAB2C998F3A2D311684280BAE8E7"; // app-pass
+    let p = start_tls(&db, &certs, "prefer", "caching_sha2_password", hash).await;
+    let mut c = mysql_async::Conn::new(opts(&p, &db, true))
+        .await
+        .expect("full authentication over TLS");
+    let v: Option<i64> = c.query_first("SELECT 6 * 7").await.unwrap();
+    assert_eq!(v, Some(42));
+    let err = mysql_async::Conn::new(opts(&p, &db, false))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("TLS"),
+        "plain text must be refused with a reason: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymysql_clients_share_one_server_and_see_their_own_transactions() {
+    let python = crate::dropin::python_with("pymysql");
+    let db = fresh_db("my_pymysql");
+    let p = start(&db, 1, "").await;
+    let port = p.mysql_addr().port();
+    let script = format!(
+        r#"
+import pymysql
+def conn():
+    return pymysql.connect(host="127.0.0.1", port={port}, user="app", password="app-pass", database="{db}", autocommit=True)
+a, b, c = conn(), conn(), conn()
+with a.cursor() as cur:
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))")
+# Interleaved autocommit statements from three clients over one server.
+for i in range(30):
+    with (a, b, c)[i % 3].cursor() as cur:
+        cur.execute("INSERT INTO t VALUES (%s, %s)", (i, "x" * (i % 5)))
+# An explicit transaction keeps its server until it ends.
+b.begin()
+with b.cursor() as cur:
+    cur.execute("INSERT INTO t VALUES (100, 'tx')")
+b.rollback()
+with c.cursor() as cur:
+    cur.execute("SELECT COUNT(*), SUM(id) FROM t")
+    n, s = cur.fetchone()
+assert (n, s) == (30, sum(range(30))), (n, s)
+with a.cursor() as cur:
+    cur.execute("SELECT v FROM t WHERE id = %s", (4,))
+    assert cur.fetchone() == ("xxxx",)
+print("ok")
+"#
+    );
+    let (ok, out) = crate::dropin::run_python(python, script).await;
+    assert!(ok && out.contains("ok"), "{out}");
+}

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use sqlmux_protocol::mysql::command::Command;
 use sqlmux_protocol::mysql::packet;
 use sqlmux_protocol::mysql::response_state::{Completion, ResponseTracker};
 use sqlmux_protocol::mysql::status::{SERVER_STATUS_AUTOCOMMIT, ServerStatus};
@@ -28,7 +29,7 @@ use super::server::MyServer;
 use super::session_state::SessionVars;
 use crate::client::Signals;
 use crate::insight::LeakState;
-use crate::session::pins::PIN_TABLE_LOCK;
+use crate::session::pins::{PIN_OTHER, PIN_TABLE_LOCK};
 use crate::session::{Core, Refusal};
 use crate::stats::Stat;
 
@@ -258,9 +259,12 @@ impl Session {
     /// Runs a command on the leased server (borrowing one first).
     async fn forward(&mut self, payload: bytes::BytesMut) -> Option<End> {
         let stmt = self.analyze(&payload);
-        if let Some(s) = &stmt
-            && let Err(r) = self.core.pins.on_statement(s.pins)
-        {
+        // COM_SET_OPTION changes how the server parses every later query
+        // (multi-statements): it holds the server like session state, and
+        // the server is closed instead of reset when the client leaves.
+        let set_option = payload.first() == Some(&Command::SetOption.as_byte());
+        let bits = stmt.as_ref().map_or(0, |s| s.pins) | if set_option { PIN_OTHER } else { 0 };
+        if let Err(r) = self.core.pins.on_statement(bits) {
             reply::refusal(&mut self.client.out, 1, &r);
             return None;
         }
@@ -281,6 +285,9 @@ impl Session {
         self.core.now = now;
         match outcome {
             Ok((completion, rows)) => {
+                if set_option && let Some(server) = self.core.server() {
+                    server.dirty = true;
+                }
                 self.after_response(stmt, completion, rows, sent, now);
                 None
             }

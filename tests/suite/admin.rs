@@ -262,7 +262,7 @@ fn psql_admin(port: u16, user: &str, password: &str, sql: &str) -> (bool, String
 }
 
 /// A minimal HTTP GET: (status, body).
-async fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect to the admin port");

@@ -445,3 +445,89 @@ print("ok")
     let (ok, out) = crate::dropin::run_python(python, script).await;
     assert!(ok && out.contains("ok"), "{out}");
 }
+
+/// Rows of an admin console command as (column -> value) maps.
+async fn admin_rows(
+    admin: &tokio_postgres::Client,
+    sql: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let msgs = admin.simple_query(sql).await.unwrap();
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_console_lists_and_controls_mysql_pools() {
+    let db = fresh_db("my_admin");
+    let p = start(&db, 1, "").await;
+    let mut c = connect(&p, &db).await;
+    let first: Option<u64> = c.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    let admin = connect_url(&format!(
+        "host=127.0.0.1 port={} user=admin password=admin-pass dbname=sqlmux",
+        p.admin_addr().port()
+    ))
+    .await
+    .expect("admin login");
+    // Listed beside PostgreSQL pools, with the protocol column.
+    for show in [
+        "SHOW POOLS",
+        "SHOW SERVERS",
+        "SHOW DATABASES",
+        "SHOW CLIENTS",
+    ] {
+        let rows = admin_rows(&admin, show).await;
+        let column = if show == "SHOW DATABASES" {
+            "name"
+        } else {
+            "database"
+        };
+        assert!(
+            rows.iter()
+                .any(|r| r[column] == db && r["protocol"] == "mysql"),
+            "{show} lacks the MySQL {db}: {rows:?}"
+        );
+    }
+    // /metrics labels the pool with its protocol.
+    let (status, metrics) = crate::admin::http_get(p.admin_addr().port(), "/metrics").await;
+    assert_eq!(status, 200);
+    let label = format!("sqlmux_pool_size{{database=\"{db}\",user=\"app\",protocol=\"mysql\"}}");
+    assert!(metrics.contains(&label), "no {label} in /metrics");
+    // RECONNECT closes the idle server: the next statement gets a new one.
+    admin
+        .simple_query(&format!("RECONNECT {db}"))
+        .await
+        .unwrap();
+    let second: Option<u64> = c.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    assert_ne!(first, second, "RECONNECT left the old server in the pool");
+    // PAUSE holds the next transaction until RESUME.
+    admin.simple_query(&format!("PAUSE {db}")).await.unwrap();
+    let held = tokio::spawn(async move {
+        let v: Option<i64> = c.query_first("SELECT 7").await.unwrap();
+        (v, c)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!held.is_finished(), "a query ran while its pool was paused");
+    admin.simple_query(&format!("RESUME {db}")).await.unwrap();
+    let (v, mut c) = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("RESUME lets the query run")
+        .unwrap();
+    assert_eq!(v, Some(7));
+    // KILL disconnects the database's clients.
+    admin.simple_query(&format!("KILL {db}")).await.unwrap();
+    assert!(
+        c.query_drop("SELECT 1").await.is_err(),
+        "client survived KILL"
+    );
+    admin.simple_query(&format!("RESUME {db}")).await.unwrap();
+}

@@ -386,7 +386,8 @@ pub fn render(shared: &Shared, admin: &AdminState) -> String {
     // Pools.
     for e in shared.pools.all() {
         let (db, user) = (&*e.key().database, &*e.key().user);
-        let l = [("database", db), ("user", user)];
+        let protocol = e.protocol.as_str();
+        let l = [("database", db), ("user", user), ("protocol", protocol)];
         let c = e.counts();
         for (state, n) in [
             ("active", c.active),
@@ -396,7 +397,12 @@ pub fn render(shared: &Shared, admin: &AdminState) -> String {
             m.gauge(
                 &mut seen,
                 "sqlmux_servers",
-                &[("database", db), ("user", user), ("state", state)],
+                &[
+                    ("database", db),
+                    ("user", user),
+                    ("protocol", protocol),
+                    ("state", state),
+                ],
                 n as f64,
             );
         }

@@ -40,7 +40,7 @@ pub fn start(dir: &Path) -> Result<MysqlSide, DemoError> {
     let server = MariaDbServer::start(&dir.join("mariadb"), free_port()?)?;
     server.sql(
         "CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, stock INT NOT NULL);
-         INSERT INTO shop.items SELECT seq, CONCAT('Item ', seq), seq % 17 FROM seq_1_to_200;",
+         INSERT INTO shop.items SELECT seq, CONCAT('Item ', seq), seq % 17 FROM shop.seq_1_to_200;",
     )?;
     let ports = MysqlPorts {
         listen: port_or_free(6033)?,

@@ -318,7 +318,7 @@ fn init_writes_a_checked_config_and_prints_the_url_on_sqlmux() {
     assert!(!again.status.success());
     assert!(text(&again.stderr).contains("--force"));
 
-    // MySQL: the TOML is written (check refuses it until MySQL is in).
+    // MySQL: a [mysql] listener and a mysql database, accepted by check.
     let out = sqlmux(&[
         "init",
         "--from",
@@ -336,4 +336,7 @@ fn init_writes_a_checked_config_and_prints_the_url_on_sqlmux() {
         "{toml}"
     );
     assert!(text(&out.stderr).contains("DATABASE_URL=mysql://shop:****@127.0.0.1:6033/shop"));
+    let my_path = d.join("mysql.toml");
+    std::fs::write(&my_path, &toml).unwrap();
+    check(&my_path);
 }

@@ -105,7 +105,7 @@ async fn start() -> Result<Demo, DemoError> {
     let pg_dir = dir.path().join("postgres");
     let pg = blocking(move || PgServer::start(&pg_dir, ports.pg_server)).await?;
     create_schema(pg.port).await?;
-    let mysql = start_mysql(&dir, &ports).await?;
+    let mysql = start_mysql(&dir).await?;
     let cfg = config::build(&ports, mysql.as_ref().map(|m| &m.ports))
         .map_err(|e| DemoError::Setup(format!("the demo configuration is invalid: {e}")))?;
     let proxy = Proxy::start(cfg)
@@ -161,14 +161,11 @@ async fn create_schema(port: u16) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Starts the MySQL side when this build accepts MySQL databases.
-async fn start_mysql(
-    dir: &TempDir,
-    ports: &config::Ports,
-) -> Result<Option<mysql::MysqlSide>, DemoError> {
-    if !mysql::accepted(ports) {
+/// Starts the MySQL side when MariaDB is installed.
+async fn start_mysql(dir: &TempDir) -> Result<Option<mysql::MysqlSide>, DemoError> {
+    if !mysql::available() {
         println!(
-            "sqlmux demo: MySQL databases are not supported by this build yet; running PostgreSQL only"
+            "sqlmux demo: MariaDB is not installed (apt-get install mariadb-server); running PostgreSQL only"
         );
         return Ok(None);
     }

@@ -2,29 +2,24 @@
 //!
 //! The demo always runs PostgreSQL. The MySQL side (a throwaway MariaDB, a
 //! `shop` database entry with `protocol = "mysql"` behind a `[mysql]`
-//! listener, and a small workload through the `mariadb` client) starts only
-//! when this build's configuration accepts it: [`accepted`] builds the
-//! demo configuration with the MySQL entry and asks the configuration
-//! validator. Builds without the MySQL front end refuse it, and the demo
-//! says so in one line and runs PostgreSQL only; once the front end is in,
-//! the same demo lights up both sides with no change here.
+//! listener, and a small workload through the `mariadb` client) starts when
+//! MariaDB is installed ([`available`]); otherwise the demo says so in one
+//! line and runs PostgreSQL only.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::DemoError;
-use super::config::{MysqlPorts, Ports, build};
+use super::config::MysqlPorts;
 use super::mariadb::MariaDbServer;
 use super::os::{command, find_program, free_port, port_or_free};
 use super::workload::Target;
 
-/// Whether the configuration validator accepts the demo's MySQL entry.
-pub fn accepted(ports: &Ports) -> bool {
-    let probe = MysqlPorts {
-        listen: 1,
-        server: 1,
-    };
-    build(ports, Some(&probe)).is_ok()
+/// Whether MariaDB's server and installer are installed.
+pub fn available() -> bool {
+    let sbin = [std::path::PathBuf::from("/usr/sbin")];
+    find_program(&["mariadbd"], &sbin).is_some()
+        && find_program(&["mariadb-install-db"], &[]).is_some()
 }
 
 /// The running MySQL side.

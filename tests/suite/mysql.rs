@@ -531,3 +531,60 @@ async fn the_admin_console_lists_and_controls_mysql_pools() {
     );
     admin.simple_query(&format!("RESUME {db}")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_plus_one_bursts_and_leaked_transactions_are_found_in_mysql_traffic() {
+    let db = fresh_db("my_detect");
+    let insight = "[insight]\nleaked_transaction = { idle = \"300ms\", action = \"rollback\" }";
+    let p = start(&db, 2, insight).await;
+    let mut c = connect(&p, &db).await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    let values: Vec<String> = (1..=30).map(|i| format!("({i}, {i})")).collect();
+    c.query_drop(format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    // An ORM loop: a parent query, then one lookup per row.
+    c.query_drop("SELECT id FROM t ORDER BY id").await.unwrap();
+    for i in 1..=20 {
+        let v: Option<i64> = c
+            .query_first(format!("SELECT v FROM t WHERE id = {i}"))
+            .await
+            .unwrap();
+        assert_eq!(v, Some(i));
+    }
+    let admin = connect_url(&format!(
+        "host=127.0.0.1 port={} user=admin password=admin-pass dbname=sqlmux",
+        p.admin_addr().port()
+    ))
+    .await
+    .expect("admin login");
+    let bursts = admin_rows(&admin, "SHOW N_PLUS_ONE").await;
+    let burst = bursts
+        .iter()
+        .find(|r| r["database"] == db)
+        .unwrap_or_else(|| panic!("no N+1 burst for {db}: {bursts:?}"));
+    assert!(burst["query"].contains("where id = ?"), "{burst:?}");
+    // A transaction left idle is rolled back and the client told why.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (100, 100)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let err = c.query_drop("SELECT 1").await.unwrap_err();
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    let mut other = connect(&p, &db).await;
+    let n: Option<i64> = other
+        .query_first("SELECT COUNT(*) FROM t WHERE id = 100")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(0), "the leaked transaction's row is visible");
+    let leaks = admin_rows(&admin, "SHOW LEAKS").await;
+    assert!(
+        leaks
+            .iter()
+            .any(|r| r["database"] == db && r["action"] == "rollback"),
+        "no leak for {db}: {leaks:?}"
+    );
+}

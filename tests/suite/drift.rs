@@ -294,3 +294,25 @@ async fn prepared_statements_survive_a_server_restart() {
     assert_eq!(v, 3);
     p.proxy.shutdown_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_survive_reconnect_of_their_servers() {
+    let db = fresh_db(shared_pg(), "driftreconnect");
+    let p = start_trust(&trust_db(&db, "size = 1")).await;
+    let c = p.connect("postgres", None, &db).await;
+    let s = c.prepare("SELECT 10 + $1::int4").await.unwrap();
+    let v: i32 = c.query_one(&s, &[&1i32]).await.unwrap().get(0);
+    assert_eq!(v, 11);
+    // What the admin command RECONNECT does: every server closes (idle ones
+    // now), so the statement must be prepared again on the new one.
+    for e in p.proxy.shared.pools.all() {
+        e.reconnect();
+    }
+    let v: i32 = c
+        .query_one(&s, &[&2i32])
+        .await
+        .unwrap_or_else(|e| panic!("after RECONNECT: {}", err_text(&e)))
+        .get(0);
+    assert_eq!(v, 12);
+    p.proxy.shutdown_now().await;
+}

@@ -7,8 +7,8 @@
 //! - [`listener`]: sockets and accept loops.
 //! - [`mysql`]: the MySQL / MariaDB front end: login, the command loop
 //!   and the forwarding pump, server connections, KILL QUERY.
-//! - [`peers`]: replicas that act as one: cancel requests forwarded to the
-//!   replica that holds the client.
+//! - [`peers`]: replicas that act as one: cancel requests and MySQL KILLs
+//!   forwarded to the replica that holds the client.
 //! - [`postgres`]: the PostgreSQL front end: login, cancel, the session
 //!   loop and the forwarding pump, server connections, parameters.
 //! - [`session`]: the protocol-neutral half of every client session:

@@ -6,6 +6,9 @@
 //! the Service may send to any replica. A replica that does not know the
 //! key forwards the request to every peer; the one that knows it cancels the
 //! query, the others drop it quietly, as PostgreSQL does with unknown keys.
+//! A MySQL `KILL [QUERY] n` (or COM_PROCESS_KILL) for a connection id no
+//! client of this replica holds travels the same way; there the answer
+//! matters, because the client gets OK or "unknown thread id".
 //!
 //! # Wire format
 //!
@@ -15,8 +18,14 @@
 //! ```text
 //! len: u32 (counting itself) | code: u32 = 80877856 (1234/6432) | kind: u8 | body
 //! kind 1, PostgreSQL cancel: pid: i32 | secret: 4..=256 bytes (as in CancelRequest)
-//! kind 2, reserved for MySQL KILL QUERY (connection id and user)
+//! kind 2, MySQL kill: connection id: u32 | flags: u8 (bit 0: QUERY only) | user: 0..=256 bytes UTF-8
 //! ```
+//!
+//! The receiver closes the connection when it is done. For a PostgreSQL
+//! cancel it writes nothing, as a PostgreSQL server answers nothing to a
+//! CancelRequest. For a MySQL kill it first writes one byte: 1 when it
+//! stopped the client's statement (or session), 0 when it has no client
+//! with that id and user. A sender reads a missing byte as 0.
 //!
 //! PostgreSQL's own CancelRequest code is 80877102 (1234/5678); PostgreSQL
 //! uses nothing in 1234/5681 and above, so a peer request sent to a real
@@ -47,6 +56,16 @@ use crate::config::Dur;
 
 /// Kind byte of a forwarded PostgreSQL cancel.
 const KIND_PG_CANCEL: u8 = 1;
+/// Kind byte of a forwarded MySQL kill.
+const KIND_MYSQL_KILL: u8 = 2;
+/// Flag bit of a MySQL kill: stop the statement only (`KILL QUERY`).
+const FLAG_QUERY_ONLY: u8 = 1;
+/// Longest user name a MySQL kill carries.
+const MAX_USER_LEN: usize = 256;
+/// Reply byte: the receiver acted on the request.
+const REPLY_ACTED: u8 = 1;
+/// Reply byte: the receiver has no such client.
+const REPLY_NOT_HERE: u8 = 0;
 
 /// Default limit for one resolution or one send.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -169,6 +188,16 @@ pub enum PeerRequest {
         /// Secret key from the client's BackendKeyData.
         secret: Vec<u8>,
     },
+    /// Stop the statement (or the session) of the MySQL client with this
+    /// connection id, if it is logged in as `user`.
+    MysqlKill {
+        /// The connection id the client got in its greeting.
+        connection_id: u32,
+        /// The user the requesting client is logged in as.
+        user: String,
+        /// True for `KILL QUERY`, false for `KILL [CONNECTION]`.
+        query_only: bool,
+    },
 }
 
 impl PeerRequest {
@@ -182,6 +211,18 @@ impl PeerRequest {
                 out.put_i32(*pid);
                 out.put_slice(secret);
             }
+            PeerRequest::MysqlKill {
+                connection_id,
+                user,
+                query_only,
+            } => {
+                out.put_u32((4 + 4 + 1 + 4 + 1 + user.len()) as u32);
+                out.put_u32(PEER_REQUEST_CODE);
+                out.put_u8(KIND_MYSQL_KILL);
+                out.put_u32(*connection_id);
+                out.put_u8(if *query_only { FLAG_QUERY_ONLY } else { 0 });
+                out.put_slice(user.as_bytes());
+            }
         }
     }
 
@@ -194,18 +235,41 @@ impl PeerRequest {
                 pid: i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]),
                 secret: rest[4..].to_vec(),
             }),
+            KIND_MYSQL_KILL => decode_mysql_kill(rest),
             _ => None,
         }
     }
+
+    /// Whether the sender waits for a reply byte (see the module docs).
+    fn expects_reply(&self) -> bool {
+        matches!(self, PeerRequest::MysqlKill { .. })
+    }
+}
+
+/// The body of a MySQL kill after the kind byte; `None` when it is too
+/// short, has unknown flags, or a user name too long or not UTF-8.
+fn decode_mysql_kill(rest: &[u8]) -> Option<PeerRequest> {
+    let (id, rest) = rest.split_first_chunk::<4>()?;
+    let (&flags, user) = rest.split_first()?;
+    if flags & !FLAG_QUERY_ONLY != 0 || user.len() > MAX_USER_LEN {
+        return None;
+    }
+    Some(PeerRequest::MysqlKill {
+        connection_id: u32::from_be_bytes(*id),
+        user: std::str::from_utf8(user).ok()?.to_owned(),
+        query_only: flags & FLAG_QUERY_ONLY != 0,
+    })
 }
 
 /// Sends `req` to every peer, concurrently, each within `peers.timeout`,
 /// and waits until each peer has closed the connection (it has acted) or
-/// the time is up. Does nothing when no peer is configured.
-pub async fn broadcast(shared: &Shared, req: &PeerRequest) {
+/// the time is up. Returns true when some peer replied that it acted
+/// (only MySQL kills are answered); false at once when no peer is
+/// configured.
+pub async fn broadcast(shared: &Shared, req: &PeerRequest) -> bool {
     let cfg = shared.config.load().peers.clone();
     if cfg.is_empty() {
-        return;
+        return false;
     }
     let addrs = resolve_addrs(&cfg).await;
     tracing::debug!(peers = addrs.len(), "forwarding request to peers");
@@ -215,41 +279,66 @@ pub async fn broadcast(shared: &Shared, req: &PeerRequest) {
         let packet = &packet;
         async move {
             match tokio::time::timeout(cfg.timeout, send(addr, packet)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "peer request failed"),
-                Err(_) => tracing::debug!(peer = %addr, "peer request timed out"),
+                Ok(Ok(acted)) => acted,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addr, error = %e, "peer request failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %addr, "peer request timed out");
+                    false
+                }
             }
         }
     });
-    futures::future::join_all(sends).await;
+    let acted = futures::future::join_all(sends).await;
+    acted.contains(&true)
 }
 
-/// One peer request: connect, write, half-close, wait for the peer to close.
-async fn send(addr: SocketAddr, packet: &[u8]) -> std::io::Result<()> {
+/// One peer request: connect, write, half-close, wait for the peer to
+/// close. True when the peer's first reply byte says it acted.
+async fn send(addr: SocketAddr, packet: &[u8]) -> std::io::Result<bool> {
     let mut tcp = TcpStream::connect(addr).await?;
     tcp.write_all(packet).await?;
     tcp.shutdown().await?;
+    let mut reply = Vec::new();
     let mut tmp = [0u8; 64];
-    while tcp.read(&mut tmp).await? > 0 {}
-    Ok(())
+    loop {
+        let n = tcp.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(reply.first() == Some(&REPLY_ACTED));
+        }
+        if reply.is_empty() {
+            reply.extend_from_slice(&tmp[..n]);
+        }
+    }
 }
 
 /// Serves a peer request that arrived on the PostgreSQL port from `from`:
 /// acts on it locally when `from` is a configured peer, never forwards.
-pub async fn handle(shared: &Shared, from: SocketAddr, body: &[u8]) {
+/// Returns the byte to write back before closing, if the request kind
+/// takes an answer and `from` is a peer; nothing is written otherwise.
+pub async fn handle(shared: &Shared, from: SocketAddr, body: &[u8]) -> Option<u8> {
     let Some(req) = PeerRequest::decode(body) else {
         tracing::debug!(peer = %from, "malformed peer request ignored");
-        return;
+        return None;
     };
     if !is_peer(shared, from.ip()).await {
         tracing::warn!(source = %from, "peer request from an address that is not in [peers] ignored");
-        return;
+        return None;
     }
-    match req {
+    let acted = match &req {
         PeerRequest::PgCancel { pid, secret } => {
-            crate::postgres::cancel_local(shared, pid, &secret).await;
+            crate::postgres::cancel_local(shared, *pid, secret).await
         }
-    }
+        PeerRequest::MysqlKill {
+            connection_id,
+            user,
+            query_only,
+        } => crate::mysql::kill::kill_local(shared, *connection_id, user, *query_only).await,
+    };
+    req.expects_reply()
+        .then_some(if acted { REPLY_ACTED } else { REPLY_NOT_HERE })
 }
 
 /// Whether `ip` is one of the addresses the configured peers resolve to.
@@ -301,6 +390,64 @@ mod tests {
         assert_eq!(PeerRequest::decode(&[]), None);
         assert_eq!(PeerRequest::decode(&[2, 0, 0, 0, 1]), None);
         assert_eq!(PeerRequest::decode(&[1, 0, 0, 0, 1, 2, 3]), None);
+    }
+
+    #[test]
+    fn mysql_kill_round_trips_through_the_startup_decoder() {
+        for query_only in [true, false] {
+            let req = PeerRequest::MysqlKill {
+                connection_id: 0xfedc_ba98,
+                user: "app_ü".into(),
+                query_only,
+            };
+            let mut buf = BytesMut::new();
+            req.encode(&mut buf);
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            assert_eq!(len, buf.len());
+            assert!(req.expects_reply());
+            match sqlmux_protocol::postgres::startup::decode(&mut buf) {
+                Ok(Some(sqlmux_protocol::postgres::startup::StartupPacket::PeerRequest(body))) => {
+                    assert_eq!(body[..6], [2, 0xfe, 0xdc, 0xba, 0x98, query_only as u8]);
+                    assert_eq!(PeerRequest::decode(&body), Some(req));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_mysql_kills_are_refused() {
+        // Id cut short, flags missing.
+        assert_eq!(PeerRequest::decode(&[2, 0, 0, 1]), None);
+        assert_eq!(PeerRequest::decode(&[2, 0, 0, 0, 1]), None);
+        // Unknown flag bits.
+        assert_eq!(PeerRequest::decode(&[2, 0, 0, 0, 1, 2, b'a']), None);
+        assert_eq!(PeerRequest::decode(&[2, 0, 0, 0, 1, 0x81, b'a']), None);
+        // User not UTF-8, or too long.
+        assert_eq!(PeerRequest::decode(&[2, 0, 0, 0, 1, 1, 0xff, 0xfe]), None);
+        let mut long = vec![2, 0, 0, 0, 1, 1];
+        long.extend(std::iter::repeat_n(b'u', MAX_USER_LEN + 1));
+        assert_eq!(PeerRequest::decode(&long), None);
+        long.pop();
+        assert!(PeerRequest::decode(&long).is_some());
+        // An empty user is well-formed.
+        assert_eq!(
+            PeerRequest::decode(&[2, 0, 0, 0, 7, 0]),
+            Some(PeerRequest::MysqlKill {
+                connection_id: 7,
+                user: String::new(),
+                query_only: false
+            })
+        );
+    }
+
+    #[test]
+    fn only_mysql_kills_take_an_answer() {
+        let cancel = PeerRequest::PgCancel {
+            pid: 1,
+            secret: vec![0; 4],
+        };
+        assert!(!cancel.expects_reply());
     }
 
     #[test]

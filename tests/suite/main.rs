@@ -25,7 +25,7 @@ mod insight;
 mod admin;
 // sqlmux's picture of each server stays what the server holds.
 mod drift;
-// Replicas that act as one: cancel requests forwarded between peers.
+// Replicas that act as one: cancels and MySQL KILLs forwarded between peers.
 mod deploy;
 // The MySQL front end against MariaDB: drivers, state, KILL QUERY, TLS, insight.
 mod mysql;

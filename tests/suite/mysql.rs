@@ -27,7 +27,7 @@ async fn start(db: &str, size: usize, mysql_extra: &str) -> Proxy {
 }
 
 /// A fresh database on the shared MariaDB that user app may use.
-fn fresh_db(prefix: &str) -> String {
+pub(crate) fn fresh_db(prefix: &str) -> String {
     let m = shared_mariadb();
     let name = unique_db(prefix);
     m.create_database(&name);

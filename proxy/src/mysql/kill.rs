@@ -8,6 +8,15 @@
 //! connection of the same pool. Only that statement stops; the server goes
 //! on serving the pool. `KILL CONNECTION n` also ends the client's session.
 //! A client may kill only statements of clients logged in as the same user.
+//!
+//! Several replicas behind one Service act as one: a KILL for an id no
+//! client of this replica holds (under the killer's user) is forwarded to
+//! the peer replicas (see `crate::peers`), and the client gets OK when one
+//! of them acted. Connection ids are drawn at random from 31 bits, so two
+//! replicas rarely hand out the same id at once (about one chance in two
+//! billion per live client elsewhere); should they, each acts only for a
+//! client of the killer's own user, as MySQL's own KILL does, and a client
+//! here comes first.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +24,7 @@ use std::sync::atomic::Ordering;
 use crate::Shared;
 use crate::client::{ClientInfo, Signals};
 use crate::config::Protocol;
+use crate::peers::PeerRequest;
 use crate::pool::registry::{AnyPool, PoolEntry};
 use crate::pool::{Connector, ServerInfo};
 use crate::session::Refusal;
@@ -58,21 +68,65 @@ pub fn parse(sql: &[u8]) -> Option<KillRequest> {
     None
 }
 
-/// Carries out a KILL from `killer`.
+/// Carries out a KILL from `killer`: on this replica's client with that
+/// id when it is logged in as the same user, else on the peer replicas
+/// (`[peers]`), which act only for a client of the same user. When no
+/// replica acted, the refusal is the local one: "unknown thread id", or
+/// "not owner" when a client here has the id under another user.
 pub async fn kill(shared: &Shared, killer: &ClientInfo, req: KillRequest) -> Result<(), Refusal> {
+    let user = killer.user();
+    let refusal = match find(shared, req.id, &user) {
+        Ok(target) => {
+            let end_session = req.connection && target.id != killer.id;
+            stop(shared, &target, end_session).await;
+            return Ok(());
+        }
+        Err(r) => r,
+    };
+    let forwarded = PeerRequest::MysqlKill {
+        connection_id: req.id,
+        user,
+        query_only: !req.connection,
+    };
+    if crate::peers::broadcast(shared, &forwarded).await {
+        tracing::debug!(connection_id = req.id, "KILL carried out by a peer replica");
+        return Ok(());
+    }
+    Err(refusal)
+}
+
+/// Carries out a KILL forwarded by a peer replica, on this replica only:
+/// false when no client here has connection id `id` under `user`.
+pub(crate) async fn kill_local(shared: &Shared, id: u32, user: &str, query_only: bool) -> bool {
+    match find(shared, id, user) {
+        Ok(target) => {
+            stop(shared, &target, !query_only).await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// This replica's MySQL client with connection id `id`, if `user` may
+/// kill it (MySQL's rule: only one's own user's threads).
+fn find(shared: &Shared, id: u32, user: &str) -> Result<Arc<ClientInfo>, Refusal> {
     let target = shared
         .clients
-        .by_cancel_key((req.id as i32, KEY_TAG))
+        .by_cancel_key((id as i32, KEY_TAG))
         .filter(|c| c.protocol == Protocol::Mysql)
-        .ok_or(Refusal::UnknownThread { id: req.id })?;
-    if target.user() != killer.user() {
-        return Err(Refusal::KillDenied { id: req.id });
+        .ok_or(Refusal::UnknownThread { id })?;
+    if target.user() != user {
+        return Err(Refusal::KillDenied { id });
     }
-    cancel_running(shared, &target).await;
-    if req.connection && target.id != killer.id {
+    Ok(target)
+}
+
+/// Stops the statement `target` runs, and its session when `end_session`.
+async fn stop(shared: &Shared, target: &Arc<ClientInfo>, end_session: bool) {
+    cancel_running(shared, target).await;
+    if end_session {
         target.signals.raise(Signals::KILL);
     }
-    Ok(())
 }
 
 /// Stops the statement `client` is running, if it runs one.

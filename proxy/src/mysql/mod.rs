@@ -150,10 +150,13 @@ async fn log_in(
     ))
 }
 
-/// A connection id not used by another MySQL client (never 0).
+/// A random connection id not used by another MySQL client here (never
+/// 0, at most 2^31 - 1). Random rather than counted so that the replicas
+/// behind one Service seldom hand out the same id (see [`kill`]).
 fn connection_id(shared: &Shared) -> u32 {
     loop {
-        let id = (crate::pool::next_id() & 0x7fff_ffff) as u32;
+        let b = crate::postgres::random_8();
+        let id = u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]);
         if id != 0 && !shared.clients.key_in_use((id as i32, kill::KEY_TAG)) {
             return id;
         }

@@ -24,7 +24,7 @@ pub(super) fn new_cancel_key(shared: &Shared) -> (i32, i32) {
 
 /// Eight bytes from the operating system's CSPRNG, drawn 512 at a time per
 /// thread so a login does not cost a getrandom call.
-pub(super) fn random_8() -> [u8; 8] {
+pub(crate) fn random_8() -> [u8; 8] {
     thread_local! {
         static POOL: std::cell::RefCell<([u8; 512], usize)> = const { std::cell::RefCell::new(([0; 512], 512)) };
     }

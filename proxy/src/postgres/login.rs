@@ -163,8 +163,11 @@ pub(super) async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<Fi
                 return Ok(First::Done);
             }
             StartupPacket::PeerRequest(body) => {
-                if let Ok(from) = conn.stream.tcp().peer_addr() {
-                    crate::peers::handle(shared, from, &body).await;
+                if let Ok(from) = conn.stream.tcp().peer_addr()
+                    && let Some(reply) = crate::peers::handle(shared, from, &body).await
+                {
+                    conn.out.extend_from_slice(&[reply]);
+                    let _ = conn.flush().await;
                 }
                 return Ok(First::Done);
             }

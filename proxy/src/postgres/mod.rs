@@ -38,8 +38,8 @@ use crate::client::{ClientInfo, Signals};
 use crate::config::Protocol;
 use crate::io::Stream;
 use crate::session::Refusal;
-pub(crate) use cancel::cancel_local;
 use cancel::new_cancel_key;
+pub(crate) use cancel::{cancel_local, random_8};
 use login::{Conn, First, first_packets, login};
 use session::Session;
 /// A login failure already reported to the client.

@@ -59,8 +59,40 @@ impl PacketConn {
         }
     }
 
+    /// Reads exactly one physical packet straight from the socket, not a
+    /// byte more: the client's first packet, which may be an SSL request
+    /// followed at once (without waiting for an answer) by its TLS
+    /// ClientHello, which must stay in the socket for the TLS handshake.
+    /// Packets longer than `max` are refused before they are read.
+    pub async fn read_first_packet(&mut self, max: usize) -> Result<(u8, BytesMut), ReadError> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; packet::HEADER_LEN];
+        self.stream
+            .read_exact(&mut head)
+            .await
+            .map_err(eof_is_closed)?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+        if len > max || len == packet::MAX_CHUNK as usize {
+            return Err(ReadError::Packet(PacketError::TooLong { len, max }));
+        }
+        let mut payload = BytesMut::zeroed(len);
+        self.stream
+            .read_exact(&mut payload)
+            .await
+            .map_err(eof_is_closed)?;
+        Ok((head[3], payload))
+    }
+
     /// Writes and flushes everything queued in `out`.
     pub async fn flush(&mut self) -> io::Result<()> {
         self.stream.write_all_clear(&mut self.out).await
+    }
+}
+
+fn eof_is_closed(e: io::Error) -> ReadError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ReadError::Closed
+    } else {
+        ReadError::Io(e)
     }
 }

@@ -208,7 +208,8 @@ async fn greet(
     };
     hello.encode(&mut conn.out, 0);
     conn.flush().await.map_err(|_| Rejected)?;
-    let (mut seq, mut payload) = read(&mut conn).await?;
+    let first = conn.read_first_packet(MAX_LOGIN_PACKET).await;
+    let (mut seq, mut payload) = first.map_err(|_| Rejected)?;
     if SslRequest::decode(&payload).is_some() {
         conn = start_tls(conn, tls, info).await?;
         (seq, payload) = read(&mut conn).await?;

@@ -59,10 +59,6 @@ KUBE_VERSIONS = ["1.30.0", kv.latest_version()]
 # Kinds that are CRDs: kubernetes-validate has no schema for them.
 CRD_KINDS = {"ServiceMonitor"}
 
-# The refusal expected from `sqlmux check` for a MySQL-only configuration
-# until the MySQL front end lands (then this expectation flips to "valid").
-MYSQL_REFUSAL = "the MySQL front end is not available"
-
 # Secrets the chart refers to but does not create (cert-manager, or one the
 # platform team manages): what the test puts behind them.
 def external_secrets(cert: str, key: str) -> dict[str, dict[str, str]]:
@@ -258,14 +254,6 @@ def check_sqlmux_accepts(r: Report, name: str, docs: list[dict], external: dict,
             r.fail(title, why)
             return
         p = run([str(sqlmux), "check", "--config", str(path)])
-    if name == "mysql-only":
-        # config.rs refuses protocol = "mysql" until the MySQL front end
-        # lands; exactly that refusal is expected here. Flip to "valid"
-        # when it does.
-        r.check(title, p.returncode == 2 and MYSQL_REFUSAL in p.stderr,
-                "refused as expected until the MySQL front end lands" if MYSQL_REFUSAL in p.stderr
-                else f"expected the MySQL refusal, got exit {p.returncode}: {p.stderr.strip()[:300]}")
-        return
     pools = [l for l in p.stdout.splitlines() if l and not l.startswith(("configuration", "postgres.", "admin.", "host ", "peers", "database", "-", "size ="))]
     r.check(title, p.returncode == 0,
             f"valid, {len(pools)} pool(s)" if p.returncode == 0 else p.stderr.strip()[:400])
@@ -310,6 +298,52 @@ def check_share(r: Report, name: str, values: dict, docs: list[dict]) -> None:
             or (values["autoscaling"]["maxReplicas"] if auto else values.get("replicaCount", 2)))
     r.check(f"pool.share [{name}]", toml["pool"].get("share") == want,
             f"share = {toml['pool'].get('share')} ({'pool.share' if values.get('config', {}).get('pool', {}).get('share') else 'maxReplicas' if auto else 'replicaCount'} {want})")
+
+
+def mysql_expected(values: dict) -> bool:
+    """The chart runs the MySQL listener for mysql.enabled or for any
+    database with protocol = "mysql" (as sqlmux itself does)."""
+    return bool((values.get("mysql") or {}).get("enabled")) or any(
+        d.get("protocol") == "mysql" for d in values.get("databases") or [])
+
+
+def check_mysql_listener(r: Report, name: str, values: dict, docs: list[dict]) -> None:
+    """With MySQL on: the mysql port on the container, the Service and the
+    NetworkPolicy, and a [mysql] table listening on the container port.
+    With it off: none of them."""
+    container = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    cport = next((p["containerPort"] for p in container.get("ports", []) if p["name"] == "mysql"), None)
+    svc = find(docs, "Service", "sqlmux")
+    sport = next((p for p in svc["spec"]["ports"] if p["name"] == "mysql"), None)
+    netpol = find(docs, "NetworkPolicy")
+    np_ports = [p["port"] for rule in (netpol or {}).get("spec", {}).get("ingress", []) for p in rule.get("ports", [])]
+    toml = tomllib.loads(find(docs, "ConfigMap", "sqlmux")["data"]["sqlmux.toml"])
+    table = toml.get("mysql")
+    title = f"mysql listener [{name}]"
+    if not mysql_expected(values):
+        present = [what for what, there in [("container port", cport is not None), ("Service port", sport is not None),
+                                            ("NetworkPolicy port", "mysql" in np_ports), ("[mysql]", table is not None)] if there]
+        r.check(title, not present, "off: no mysql port, no [mysql]" if not present else f"off, yet rendered: {', '.join(present)}")
+        return
+    problems = []
+    if cport is None:
+        problems.append("no mysql container port")
+    if sport is None or sport.get("targetPort") != "mysql":
+        problems.append("no Service port targeting the mysql container port")
+    if netpol is not None and "mysql" not in np_ports:
+        problems.append("the NetworkPolicy does not open the mysql port")
+    listen = (table or {}).get("listen", "")
+    if table is None:
+        problems.append("no [mysql] table")
+    elif cport is not None and listen != f"0.0.0.0:{cport}":
+        problems.append(f"[mysql] listen = {listen!r}, container port {cport}")
+    want_tls = bool(((values.get("mysql") or {}).get("tls") or {}).get("enabled"))
+    if table is not None and want_tls != ("tls" in table):
+        problems.append("mysql.tls.enabled " + ("set but no" if want_tls else "unset but a") + " [mysql] tls")
+    r.check(title, not problems,
+            "; ".join(problems) or f"container port {cport}, Service port {sport['port']}, "
+            f"NetworkPolicy {'opens mysql' if netpol else 'off'}, [mysql] listen = {listen}, auth = {table.get('auth', 'default')}"
+            + (f", tls mode {table['tls']['mode']}" if want_tls else ""))
 
 
 def example_keys() -> list[str]:
@@ -358,6 +392,10 @@ def check_refusals(r: Report) -> None:
          {"secrets": {"existingSecret": "x"}, "users": [{"name": "u", "password": "ci-pw"}]}, "passwordKey"),
         ("listen address set by hand", {"config": {"postgres": {"listen": "0.0.0.0:5432"}}}, "containerPorts"),
         ("TLS without a certificate", {"tls": {"enabled": True}}, "tls.secretName"),
+        ("MySQL TLS without a certificate", {"mysql": {"enabled": True, "tls": {"enabled": True}}}, "tls.secretName"),
+        ("MySQL listen address set by hand",
+         {"mysql": {"enabled": True}, "config": {"mysql": {"listen": "0.0.0.0:3306"}}}, "containerPorts"),
+        ("MySQL TLS set by hand", {"config": {"mysql": {"tls": {"mode": "require"}}}}, "mysql.tls"),
     ]
     for what, values, needle in cases:
         try:
@@ -432,6 +470,7 @@ def main() -> int:
         check_no_passwords_in_configmaps(r, name, values, docs)
         check_drain_fits(r, name, values, docs)
         check_share(r, name, values, docs)
+        check_mysql_listener(r, name, values, docs)
         if name == "all-keys":
             check_every_key_reachable(r, docs)
     check_refusals(r)

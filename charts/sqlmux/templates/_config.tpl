@@ -1,6 +1,7 @@
 {{/* sqlmux.toml from the values: config.* tables as written (sorted keys,
      nulls left out), with the keys the chart owns filled in: listen
-     addresses, TLS file paths, pool.share, [peers] and password_file. */}}
+     addresses, TLS file paths, pool.share, [peers] and password_file.
+     [mysql] is rendered only when the MySQL listener runs. */}}
 {{- define "sqlmux.toml" -}}
 {{- $cfg := .Values.config | default dict -}}
 # sqlmux.toml rendered by the sqlmux Helm chart (release {{ .Release.Name }}).
@@ -18,7 +19,16 @@ listen = "0.0.0.0:{{ .Values.containerPorts.admin }}"
 listen = "0.0.0.0:{{ .Values.containerPorts.postgres }}"
 {{- include "sqlmux.tomlKeys" (dict "table" $cfg.postgres "omit" (list "listen" "tls")) }}
 {{- if .Values.tls.enabled }}
-tls = { cert = "/etc/sqlmux/tls/tls.crt", key = "/etc/sqlmux/tls/tls.key", mode = {{ .Values.tls.mode | toJson }} }
+{{ include "sqlmux.clientTls" .Values.tls.mode }}
+{{- end }}
+{{- if include "sqlmux.mysqlEnabled" . }}
+
+[mysql]
+listen = "0.0.0.0:{{ .Values.containerPorts.mysql }}"
+{{- include "sqlmux.tomlKeys" (dict "table" $cfg.mysql "omit" (list "listen" "tls")) }}
+{{- if .Values.mysql.tls.enabled }}
+{{ include "sqlmux.clientTls" .Values.mysql.tls.mode }}
+{{- end }}
 {{- end }}
 
 [pool]
@@ -37,7 +47,7 @@ addresses = {{ toJson . }}
 port = {{ .Values.containerPorts.postgres }}
 timeout = {{ .Values.peers.timeout | toJson }}
 {{- end }}
-{{- range $name, $table := omit $cfg "general" "admin" "postgres" "pool" "insight" "peers" }}
+{{- range $name, $table := omit $cfg "general" "admin" "postgres" "mysql" "pool" "insight" "peers" }}
 
 [{{ $name }}]
 {{- include "sqlmux.tomlKeys" (dict "table" $table "omit" list) }}

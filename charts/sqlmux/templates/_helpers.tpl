@@ -62,6 +62,30 @@ app.kubernetes.io/component: connection-pooler
 {{- default (include "sqlmux.secretName" .) .Values.tls.secretName -}}
 {{- end -}}
 
+{{/* "true" when the MySQL listener runs: mysql.enabled, or a database
+     with protocol = "mysql" (sqlmux opens the listener for one by itself,
+     so the chart opens its port too); "" otherwise. */}}
+{{- define "sqlmux.mysqlEnabled" -}}
+{{- $on := .Values.mysql.enabled -}}
+{{- range .Values.databases -}}
+{{- if eq (toString .protocol) "mysql" }}{{ $on = true }}{{ end -}}
+{{- end -}}
+{{- if $on }}true{{ end -}}
+{{- end -}}
+
+{{/* "true" when a listener uses the client TLS certificate (tls.enabled
+     for PostgreSQL, mysql.tls.enabled for MySQL), so the pod mounts it at
+     /etc/sqlmux/tls; "" otherwise. */}}
+{{- define "sqlmux.tlsMounted" -}}
+{{- if or .Values.tls.enabled (and (include "sqlmux.mysqlEnabled" .) .Values.mysql.tls.enabled) }}true{{ end -}}
+{{- end -}}
+
+{{/* A listener's `tls = { ... }` line: the mounted certificate and key
+     (shared by both listeners) and the listener's mode. Argument: the mode. */}}
+{{- define "sqlmux.clientTls" -}}
+tls = { cert = "/etc/sqlmux/tls/tls.crt", key = "/etc/sqlmux/tls/tls.key", mode = {{ . | toString | toJson }} }
+{{- end -}}
+
 {{/* Replicas that share each pool: pool.share as set, else the most
      replicas there can be. */}}
 {{- define "sqlmux.share" -}}

@@ -72,7 +72,7 @@ impl PacketConn {
             .await
             .map_err(eof_is_closed)?;
         let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
-        if len > max || len == packet::MAX_CHUNK as usize {
+        if len > max || len == packet::MAX_CHUNK {
             return Err(ReadError::Packet(PacketError::TooLong { len, max }));
         }
         let mut payload = BytesMut::zeroed(len);

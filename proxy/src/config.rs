@@ -222,6 +222,7 @@ struct FileAdmin {
     stats_users: Option<Vec<String>>,
     http_auth: Option<bool>,
     metrics_auth: Option<bool>,
+    tls: Option<FileClientTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -389,6 +390,8 @@ pub struct AdminConfig {
     pub http_auth: bool,
     /// Whether `/metrics` needs it too.
     pub metrics_auth: bool,
+    /// TLS on the admin port: HTTPS for the page and API, SSL for psql.
+    pub tls: Option<ClientTls>,
 }
 
 /// The PostgreSQL listener (`[postgres]`).
@@ -744,12 +747,14 @@ fn resolve(
         ));
     }
 
-    let admin = AdminConfig {
+    let admin_file_tls = file.admin.tls;
+    let mut admin = AdminConfig {
         listen: file.admin.listen.unwrap_or_else(|| "127.0.0.1:6434".into()),
         users: file.admin.users.unwrap_or_else(|| vec!["admin".into()]),
         stats_users: file.admin.stats_users.unwrap_or_default(),
         http_auth: file.admin.http_auth.unwrap_or(true),
         metrics_auth: file.admin.metrics_auth.unwrap_or(false),
+        tls: None,
     };
     check_listen(&admin.listen).map_err(|m| invalid(find_line("listen"), "admin.listen", m))?;
 
@@ -765,6 +770,7 @@ fn resolve(
     let client_tls =
         resolve_client_tls(file.postgres.tls, "postgres.tls", tls_line, &abs, &invalid)?;
     let mysql_tls = resolve_client_tls(file.mysql.tls, "mysql.tls", tls_line, &abs, &invalid)?;
+    admin.tls = resolve_client_tls(admin_file_tls, "admin.tls", tls_line, &abs, &invalid)?;
     let mysql = MysqlConfig {
         enabled: file.mysql.listen.is_some()
             || file

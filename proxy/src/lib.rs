@@ -100,6 +100,8 @@ pub struct Shared {
     pub pg_tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
     /// TLS acceptor for MySQL clients (rebuilt on RELOAD).
     pub mysql_tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
+    /// TLS acceptor for the admin port (rebuilt on RELOAD).
+    pub admin_tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
     /// Secrets of users found through `postgres.auth_query`, cached briefly.
     pub auth_cache: auth::AuthCache,
 }
@@ -202,6 +204,7 @@ impl Proxy {
             admin: std::sync::OnceLock::new(),
             pg_tls: ArcSwap::from_pointee(None),
             mysql_tls: ArcSwap::from_pointee(None),
+            admin_tls: ArcSwap::from_pointee(None),
             auth_cache: auth::AuthCache::default(),
         });
         shared
@@ -210,6 +213,9 @@ impl Proxy {
         shared
             .mysql_tls
             .store(Arc::new(build_mysql_tls(&shared.config.load())));
+        shared
+            .admin_tls
+            .store(Arc::new(build_admin_tls(&shared.config.load())));
         if let Some(l) = my_listener {
             shared.tasks.spawn(listener::accept_loop(
                 shared.clone(),
@@ -354,6 +360,10 @@ fn build_mysql_tls(cfg: &Config) -> Option<tokio_rustls::TlsAcceptor> {
     build_client_tls(cfg.mysql.tls.as_ref(), None)
 }
 
+fn build_admin_tls(cfg: &Config) -> Option<tokio_rustls::TlsAcceptor> {
+    build_client_tls(cfg.admin.tls.as_ref(), None)
+}
+
 fn build_client_tls(
     t: Option<&config::ClientTls>,
     alpn: Option<&[u8]>,
@@ -375,6 +385,7 @@ fn build_client_tls(
 pub(crate) fn apply_config(shared: &Shared, new: Config) {
     shared.pg_tls.store(Arc::new(build_pg_tls(&new)));
     shared.mysql_tls.store(Arc::new(build_mysql_tls(&new)));
+    shared.admin_tls.store(Arc::new(build_admin_tls(&new)));
     shared.auth_cache.clear();
     let users = Users::from_config(&new, Some(&shared.users.load()));
     shared.insight.reconfigure(&new.insight);

@@ -305,3 +305,53 @@ async fn headless_chromium_renders_pools_statements_and_a_histogram_without_erro
     }
     p.proxy.shutdown_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_admin_tls_the_page_and_api_are_https_and_psql_uses_ssl() {
+    let certs = crate::dropin::make_certs();
+    let db = fresh_db(shared_pg(), "webtls");
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\", mode = \"require\" }}",
+        certs.cert.display(),
+        certs.key.display()
+    );
+    let p = start_trust(&body(&db, &tls)).await;
+    let port = admin_port(&p);
+    // Plain HTTP: the probes stay open, the API with its password is not
+    // served in clear text.
+    assert_eq!(get(port, "/healthz", None).await.0, 200);
+    let (status, _, text) = get(port, "/api/pools", Some(("admin", ADMIN_PW))).await;
+    assert_eq!(status, 403, "{text}");
+    let c = p.connect("postgres", None, &db).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let ca = certs.ca.clone();
+    let db2 = db.clone();
+    let (https, console) = tokio::task::spawn_blocking(move || {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--fail", "--cacert"])
+            .arg(&ca)
+            .args(["-u", &format!("admin:{ADMIN_PW}")])
+            .arg(format!("https://localhost:{port}/api/pools"));
+        let https = crate::common::run(curl, Duration::from_secs(30));
+        let mut psql = Command::new(sqlmux_tests::pg_tool("psql"));
+        psql.args(["-X", "-A", "-t", "-c", "SHOW VERSION"]).arg(format!(
+            "host=localhost port={port} user=admin password={ADMIN_PW} dbname=sqlmux sslmode=verify-full sslrootcert={}",
+            ca.display()
+        ));
+        let console = crate::common::run(psql, Duration::from_secs(30));
+        (https, console)
+    })
+    .await
+    .unwrap();
+    assert!(
+        https.0 && https.1.contains(&db2),
+        "HTTPS /api/pools: {}",
+        https.1
+    );
+    assert!(
+        console.0 && console.1.contains("sqlmux"),
+        "psql over SSL: {}",
+        console.1
+    );
+    p.proxy.shutdown_now().await;
+}

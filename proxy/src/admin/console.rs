@@ -100,8 +100,9 @@ pub fn role_of(cfg: &Config, user: &str) -> Option<Role> {
 
 /// Serves one console connection until it closes.
 pub(crate) async fn serve(shared: Arc<Shared>, admin: Arc<AdminState>, tcp: TcpStream) {
+    let tls = (**shared.admin_tls.load()).clone();
     let handlers = Arc::new(Handlers::new(shared, admin));
-    if let Err(e) = pgwire::tokio::process_socket(tcp, None, handlers).await {
+    if let Err(e) = pgwire::tokio::process_socket(tcp, tls, handlers).await {
         tracing::debug!(error = %e, "admin console connection ended with an error");
     }
 }

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::AdminState;
 use crate::Shared;
@@ -182,8 +181,12 @@ pub fn route(shared: &Shared, admin: &AdminState, req: &Request) -> Reply {
     super::page::asset(path).unwrap_or_else(|| Reply::text(404, "not found\n"))
 }
 
-/// Serves one HTTP connection: reads the request head, answers, closes.
-pub(crate) async fn serve(shared: Arc<Shared>, admin: Arc<AdminState>, mut tcp: TcpStream) {
+/// Serves one HTTP connection (`secure`: over TLS): reads the request
+/// head, answers, closes.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, admin: Arc<AdminState>, mut tcp: S, secure: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp)).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) | Err(_) => return,
@@ -193,13 +196,33 @@ pub(crate) async fn serve(shared: Arc<Shared>, admin: Arc<AdminState>, mut tcp: 
         }
     };
     let req = Request::parse(&head);
-    let reply = route(&shared, &admin, &req);
+    let reply = if !secure && needs_tls(&shared, &req) {
+        Reply::text(
+            403,
+            "admin.tls.mode = \"require\": the page and /api are served over HTTPS only\n",
+        )
+    } else {
+        route(&shared, &admin, &req)
+    };
     let _ = write_reply(&mut tcp, &reply, req.method == "HEAD").await;
+}
+
+/// True when `admin.tls.mode = "require"` keeps this request off plain
+/// HTTP: everything but the probes and /metrics (scrapers and kubelets
+/// often speak plain HTTP inside the cluster).
+fn needs_tls(shared: &Shared, req: &Request) -> bool {
+    let cfg = shared.config.load();
+    let required = cfg
+        .admin
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.mode == crate::config::ClientTlsMode::Require);
+    required && !matches!(req.path(), "/healthz" | "/readyz" | "/metrics")
 }
 
 /// Reads up to the blank line ending the head. `Ok(None)`: the peer went
 /// away; `Err`: a reply to send (head too large).
-async fn read_head(tcp: &mut TcpStream) -> Result<Option<String>, Reply> {
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(tcp: &mut S) -> Result<Option<String>, Reply> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -218,7 +241,11 @@ async fn read_head(tcp: &mut TcpStream) -> Result<Option<String>, Reply> {
     }
 }
 
-async fn write_reply(tcp: &mut TcpStream, r: &Reply, head_only: bool) -> std::io::Result<()> {
+async fn write_reply<S: tokio::io::AsyncWrite + Unpin>(
+    tcp: &mut S,
+    r: &Reply,
+    head_only: bool,
+) -> std::io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
         r.status,

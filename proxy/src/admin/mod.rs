@@ -114,6 +114,8 @@ fn state(shared: &Shared) -> Arc<AdminState> {
 enum Kind {
     Console,
     Http,
+    /// A TLS ClientHello: HTTPS when `admin.tls` is set.
+    Tls,
     Unknown,
 }
 
@@ -121,9 +123,9 @@ enum Kind {
 fn sniff(bytes: &[u8]) -> Option<Kind> {
     match bytes.first()? {
         // Startup packets, SSLRequest and GSSENCRequest start with a
-        // big-endian length below 16 MiB; 0x16 is a TLS ClientHello
-        // (direct TLS, refused by the console).
-        0 | 0x16 => Some(Kind::Console),
+        // big-endian length below 16 MiB; 0x16 is a TLS ClientHello.
+        0 => Some(Kind::Console),
+        0x16 => Some(Kind::Tls),
         b'A'..=b'Z' => {
             if bytes.len() < 4 {
                 // "GET " or "HEAD" need four bytes to be told apart.
@@ -154,7 +156,23 @@ pub async fn handle_connection(shared: Arc<Shared>, tcp: TcpStream, peer: Socket
         }
         Kind::Http => {
             tokio::select! {
-                _ = http::serve(shared, admin, tcp) => {}
+                _ = http::serve(shared, admin, tcp, false) => {}
+                _ = hard.cancelled() => {}
+            }
+        }
+        Kind::Tls => {
+            let Some(acceptor) = (**shared.admin_tls.load()).clone() else {
+                tracing::debug!(peer = %peer, "admin port: TLS without admin.tls; closing");
+                return;
+            };
+            let serve = async move {
+                match tokio::time::timeout(SNIFF_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => http::serve(shared, admin, tls, true).await,
+                    _ => tracing::debug!(peer = %peer, "admin port: TLS handshake failed"),
+                }
+            };
+            tokio::select! {
+                _ = serve => {}
                 _ = hard.cancelled() => {}
             }
         }
@@ -209,7 +227,7 @@ mod tests {
     fn first_bytes_tell_console_from_http() {
         assert_eq!(sniff(&[0, 0, 0, 8]), Some(Kind::Console));
         assert_eq!(sniff(&[0]), Some(Kind::Console));
-        assert_eq!(sniff(&[0x16, 3, 1]), Some(Kind::Console));
+        assert_eq!(sniff(&[0x16, 3, 1]), Some(Kind::Tls));
         assert_eq!(sniff(b"GET "), Some(Kind::Http));
         assert_eq!(sniff(b"HEAD"), Some(Kind::Http));
         assert_eq!(sniff(b"GE"), None);

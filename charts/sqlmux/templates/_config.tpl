@@ -13,7 +13,10 @@
 
 [admin]
 listen = "0.0.0.0:{{ .Values.containerPorts.admin }}"
-{{- include "sqlmux.tomlKeys" (dict "table" $cfg.admin "omit" (list "listen")) }}
+{{- include "sqlmux.tomlKeys" (dict "table" $cfg.admin "omit" (list "listen" "tls")) }}
+{{- if .Values.adminTls.enabled }}
+{{ include "sqlmux.clientTls" .Values.adminTls.mode }}
+{{- end }}
 
 [postgres]
 listen = "0.0.0.0:{{ .Values.containerPorts.postgres }}"

@@ -77,7 +77,7 @@ app.kubernetes.io/component: connection-pooler
      for PostgreSQL, mysql.tls.enabled for MySQL), so the pod mounts it at
      /etc/sqlmux/tls; "" otherwise. */}}
 {{- define "sqlmux.tlsMounted" -}}
-{{- if or .Values.tls.enabled (and (include "sqlmux.mysqlEnabled" .) .Values.mysql.tls.enabled) }}true{{ end -}}
+{{- if or .Values.tls.enabled .Values.adminTls.enabled (and (include "sqlmux.mysqlEnabled" .) .Values.mysql.tls.enabled) }}true{{ end -}}
 {{- end -}}
 
 {{/* A listener's `tls = { ... }` line: the mounted certificate and key

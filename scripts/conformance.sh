@@ -699,47 +699,49 @@ mysql_connector_python_run() { # target host port
   done
   python3 - "$OUT/$target.log" >"$OUT/$target.tsv" <<'EOF'
 import re, sys
+# The runner prints "module.Class.test ... RESULT"; a test's own output (a
+# traceback printed by the suite's wrapper, logging) may come between the
+# name and the result, which is then on a line of its own.
 text = open(sys.argv[1], errors="replace").read()
 lines = text.splitlines()
 rows = {}
-start = re.compile(r"^(\w+) \(([\w.]+)\)(?: \.\.\. ?(.*))?$")
-res = re.compile(r"^(ok|FAIL|ERROR|skipped.*|expected failure|unexpected success)$")
-def outcome(r):
-    if r == "ok" or r == "unexpected success":
-        return "passed", ""
-    if r == "FAIL":
-        return "failed", ""
-    if r == "ERROR":
-        return "error", ""
-    if r.startswith("skipped") or r == "expected failure":
-        return "skipped", r[:160]
-    return None
-cur = None
+start = re.compile(r"^(\w+(?:\.\w+)+) \.\.\. ?(.*)$")
+word = {"ok": ("passed", ""), "unexpected success": ("passed", ""),
+        "FAIL": ("failed", ""), "ERROR": ("error", ""),
+        "skipped": ("skipped", ""), "expected failure": ("skipped", "expected failure")}
+tail = re.compile(r"(?:^|\s)(ok|FAIL|ERROR|skipped|expected failure|unexpected success)$")
+cur, last = None, ""
 for line in lines:
     m = start.match(line)
-    if m and (m.group(3) is not None or True):
-        name, full = m.group(1), m.group(2)
-        cur = full if full.endswith("." + name) else f"{full}.{name}"
-        r = (m.group(3) or "").strip()
-        # the result may follow on the same line, after output of the test
-        tail = re.search(r"(ok|FAIL|ERROR|skipped .*|expected failure|unexpected success)$", r)
-        if r and tail and outcome(tail.group(1)):
-            rows[cur] = outcome(tail.group(1)); cur = None
+    if m:
+        cur, last = m.group(1), ""
+        t = tail.search(m.group(2).strip())
+        if t and m.group(2).strip() == t.group(1):
+            rows[cur] = word[t.group(1)]; cur = None
         continue
-    if cur and res.match(line.strip()):
-        rows[cur] = outcome(line.strip()); cur = None
-# FAIL:/ERROR: sections: the authoritative failures, with their last line
-sect = re.compile(r"^(FAIL|ERROR): (\w+) \(([\w.]+)\)")
+    if cur:
+        t = tail.search(line.strip())
+        if t:
+            o = word[t.group(1)]
+            rows[cur] = (o[0], last[:160]) if o[0] in ("failed", "error") else o
+            cur, last = None, ""
+        elif line.strip() and not line.startswith((" ", "Traceback")):
+            last = line.strip()
+# FAIL:/ERROR: sections at the end: the failures, with the exception line
+sect = re.compile(r"^(FAIL|ERROR): (\S+)")
 i = 0
 while i < len(lines):
     m = sect.match(lines[i])
     if m:
-        kind, name, full = m.groups()
-        tid = full if full.endswith("." + name) else f"{full}.{name}"
-        j = i + 1
-        detail = ""
-        while j < len(lines) and not sect.match(lines[j]) and not lines[j].startswith("Ran ") and not lines[j].startswith("=" * 20):
-            if lines[j].strip() and not lines[j].startswith("-" * 20) and not lines[j].startswith(" "):
+        kind, tid = m.groups()
+        if tid.startswith("setUpClass") or tid.startswith("setUpModule"):
+            g = re.search(r"\(([\w.]+)\)", lines[i])
+            tid = f"{g.group(1)}.setUpClass" if g else tid
+        j, detail = i + 1, ""
+        while j < len(lines) and not sect.match(lines[j]) and not lines[j].startswith("Ran ") \
+                and not lines[j].startswith("=" * 20) and not lines[j].startswith("### "):
+            if lines[j].strip() and not lines[j].startswith("-" * 20) and not lines[j].startswith(" ") \
+                    and not lines[j].startswith("Traceback"):
                 detail = lines[j].strip()
             j += 1
         rows[tid] = ("failed" if kind == "FAIL" else "error", detail[:160])
@@ -747,8 +749,7 @@ while i < len(lines):
         continue
     i += 1
 for block in re.finditer(r"^### unittests\.py (.*)\n(?:.*\n)*?### exit (\d+)$", text, re.M):
-    body = block.group(0)
-    if block.group(2) in ("124", "137") or "Ran " not in body:
+    if block.group(2) in ("124", "137") or "\nRan " not in block.group(0):
         rows[f"(run {block.group(1)})"] = ("error", f"exit {block.group(2)} before the summary; see the log")
 if "### time limit reached" in text:
     rows["(run)"] = ("error", "the time limit was reached; see the log")

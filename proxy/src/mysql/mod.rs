@@ -205,7 +205,12 @@ async fn greet(
     };
     hello.encode(&mut conn.out, 0);
     conn.flush().await.map_err(|_| Rejected)?;
-    let (mut seq, mut payload) = read(&mut conn).await?;
+    // Exactly one packet: a TLS ClientHello may follow an SSL request in
+    // the same segment and belongs to the TLS handshake.
+    let (mut seq, mut payload) = conn
+        .read_packet_exact(MAX_LOGIN_PACKET)
+        .await
+        .map_err(|_| Rejected)?;
     if SslRequest::decode(&payload).is_some() {
         conn = start_tls(conn, tls, info).await?;
         (seq, payload) = read(&mut conn).await?;

@@ -645,8 +645,32 @@ EOF
 # tests/issues) except those needing what is not here: Django (skipped by
 # the runner itself), OpenTelemetry (instrumentation) and the X DevAPI
 # (mysqlx, a separate package and port). Tests that need a MySQL server
-# (not MariaDB) skip themselves. The whole run is limited to
+# (not MariaDB) skip themselves. Each test is limited to
+# MYSQL_CONNECTOR_TEST_TIMEOUT seconds (default 60), the whole run to
 # MYSQL_CONNECTOR_RUN_TIMEOUT seconds (default 1800).
+# The runner has no per-test limit, and a test can wait forever (one that
+# turns on protocol compression, which sqlmux does not offer, sends
+# compressed packets anyway): this wrapper runs unittests.py with SIGALRM
+# ending any test after MYSQL_CONNECTOR_TEST_TIMEOUT seconds (default 60)
+# with a TimeoutError, which counts as that test's error.
+MYSQL_CONNECTOR_WRAPPER='
+import os, runpy, signal, sys, unittest
+limit = int(os.environ["SQLMUX_TEST_TIMEOUT"])
+run = unittest.TestCase.run
+def limited(self, result=None):
+    def expired(*_):
+        raise TimeoutError(f"test time limit of {limit} s (conformance.sh) reached")
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(limit)
+    try:
+        return run(self, result)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+unittest.TestCase.run = limited
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+'
 mysql_connector_python_protocol() { echo mysql; }
 mysql_connector_python_users() { echo "root -"; }
 mysql_connector_python_server_sql() { :; }
@@ -692,7 +716,9 @@ mysql_connector_python_run() { # target host port
     rc=0
     echo "### unittests.py $flag $t" >>"$OUT/$target.log"
     ( cd "$dir" && env -u MYSQL_HOST -u MYSQL_PORT -u MYSQL_USER -u MYSQL_PASSWORD \
-        timeout --kill-after=30 "$left" "$PY" unittests.py --use-external-server --skip-install \
+        SQLMUX_TEST_TIMEOUT="${MYSQL_CONNECTOR_TEST_TIMEOUT:-60}" \
+        timeout --kill-after=30 "$left" "$PY" -c "$MYSQL_CONNECTOR_WRAPPER" unittests.py \
+          --use-external-server --skip-install \
           --host "$host" --port "$port" --user root --password "" --verbosity 2 \
           "$flag" "$t" ) >>"$OUT/$target.log" 2>&1 </dev/null || rc=$?
     echo "### exit $rc" >>"$OUT/$target.log"
@@ -734,9 +760,9 @@ while i < len(lines):
     m = sect.match(lines[i])
     if m:
         kind, tid = m.groups()
-        if tid.startswith("setUpClass") or tid.startswith("setUpModule"):
+        if tid in ("setUpClass", "tearDownClass", "setUpModule", "tearDownModule"):
             g = re.search(r"\(([\w.]+)\)", lines[i])
-            tid = f"{g.group(1)}.setUpClass" if g else tid
+            tid = f"{g.group(1)}.{tid}" if g else tid
         j, detail = i + 1, ""
         while j < len(lines) and not sect.match(lines[j]) and not lines[j].startswith("Ran ") \
                 and not lines[j].startswith("=" * 20) and not lines[j].startswith("### "):

@@ -6,18 +6,23 @@
 #
 #   scripts/conformance.sh [options] DRIVER CHECKOUT [-- TEST...]
 #
-#   DRIVER     psycopg | node-postgres
+#   DRIVER     psycopg | node-postgres   (PostgreSQL)
+#              pymysql | mysql-connector-python   (MariaDB)
 #   CHECKOUT   a checkout of the driver's repository (it is only read: the
 #              tests run from there, nothing is copied into this repository)
-#   TEST...    run only these tests (psycopg: pytest node ids or paths
-#              relative to the checkout; node-postgres: test files relative
-#              to packages/pg), e.g. to rerun the ones that differ
+#   TEST...    run only these tests (psycopg, pymysql: pytest node ids or
+#              paths relative to the checkout; node-postgres: test files
+#              relative to packages/pg; mysql-connector-python: unittest
+#              names such as tests.test_cursor or
+#              tests.test_cursor.MySQLCursorTests.test_execute), e.g. to
+#              rerun the ones that differ
 #
 # Options:
 #   --targets LIST    comma-separated subset of direct,sqlmux,pgbouncer
 #                     (default: direct,sqlmux, plus pgbouncer with --pgbouncer)
 #   --pgbouncer PATH  a pgbouncer binary: adds a PgBouncer column (skipped
-#                     with a note when PATH is not executable)
+#                     with a note when PATH is not executable, and for the
+#                     MySQL drivers)
 #   --out DIR         where logs and results go (default target/conformance/out/DRIVER)
 #   --pool-size N     servers per pool in sqlmux and PgBouncer (default 4)
 #   --sqlmux PATH     the sqlmux binary (default: the release build, built
@@ -30,16 +35,23 @@
 # Per target, DIR gets TARGET.log (the runner's output), TARGET.tsv (one
 # line per test: id, outcome, detail) and, for psycopg, TARGET.xml (JUnit);
 # summary.txt holds the printed comparison. The servers' logs are copied to
-# DIR/server-postgres.log, DIR/server-sqlmux.log and DIR/server-pgbouncer.log.
+# DIR/server-postgres.log (or server-mariadb.log), DIR/server-sqlmux.log and
+# DIR/server-pgbouncer.log.
+#
+# The PostgreSQL drivers get a throwaway PostgreSQL (initdb, SCRAM, TLS
+# offered); the MySQL drivers a throwaway MariaDB (mariadb-install-db into
+# the temporary directory, free port, TLS offered, local_infile on, time
+# zone tables loaded; root over TCP with an empty password, as in the
+# drivers' CI), served by sqlmux's [mysql] listener through a "*" database
+# entry with protocol = "mysql".
 #
 # Each driver is one set of functions named after it (see "Drivers" below):
-#   <driver>_protocol      postgres (mysql later: server_start_mysql)
+#   <driver>_protocol      postgres | mysql
 #   <driver>_setup         install what the suite needs under target/conformance/
 #   <driver>_users         "user password" lines the suite logs in with
+#                          (a "-" password: none)
 #   <driver>_server_sql    SQL run as superuser on the fresh server
 #   <driver>_run T H P     run the suite against host H port P, write T.log and T.tsv
-# so PyMySQL or mysql-connector-python become one more set of functions plus
-# a server_start_mysql next to server_start_postgres.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -96,11 +108,8 @@ free_port() {
 }
 
 # Servers refuse to run as root: run them as the `postgres` OS user then.
+# (MariaDB runs as root with --user=root instead.)
 RUN_AS=()
-if [ "$(id -u)" -eq 0 ]; then
-  id postgres >/dev/null 2>&1 || die "running as root needs the OS user 'postgres' (from the postgresql package)"
-  RUN_AS=(runuser -u postgres --)
-fi
 
 wait_port() { # host port seconds pid
   local i
@@ -123,7 +132,7 @@ cleanup() {
     kill -9 "$pid" 2>/dev/null || true
   done
   local f
-  for f in postgres sqlmux pgbouncer; do
+  for f in postgres mariadb sqlmux pgbouncer; do
     [ -f "$WORK/$f.log" ] && cp "$WORK/$f.log" "$OUT/server-$f.log" 2>/dev/null
   done
   if [ "$KEEP" -eq 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
@@ -135,6 +144,7 @@ trap 'exit 130' INT TERM
 
 PG_HOST=127.0.0.1
 PG_PORT=""
+MY_PORT=""
 PG_SOCKET=""
 PG_BIN=""
 
@@ -193,9 +203,67 @@ EOF
   die "postgres did not start: no free port"
 }
 
-server_sql() { # sql (as superuser, over the Unix socket)
+server_sql_postgres() { # sql (as superuser, over the Unix socket)
   "${RUN_AS[@]}" psql -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET" -p "$PG_PORT" -U postgres -d postgres -c "$1" >/dev/null
 }
+
+# MariaDB: mariadb-install-db into $WORK/mariadb, mariadbd on a free port
+# of 127.0.0.1, --no-defaults so no my.cnf of the machine leaks in, as root
+# with --user=root when run as root. TLS is offered with the same
+# self-signed certificate sqlmux uses; local_infile is on; the time zone
+# tables are loaded from /usr/share/zoneinfo when it exists.
+MY_SOCKET=""
+server_start_mysql() {
+  command -v mariadb-install-db >/dev/null && command -v mariadb >/dev/null \
+    || die "no MariaDB server (apt-get install mariadb-server mariadb-client)"
+  local mariadbd dir="$WORK/mariadb" user_arg=()
+  mariadbd="$(command -v mariadbd || echo /usr/sbin/mariadbd)"
+  [ -x "$mariadbd" ] || die "no mariadbd (apt-get install mariadb-server)"
+  [ "$(id -u)" -eq 0 ] && user_arg=(--user=root)
+  mkdir -p "$dir/tmp"
+  MY_SOCKET="$dir/mariadbd.sock"
+  mariadb-install-db --no-defaults --auth-root-authentication-method=normal \
+    --datadir="$dir/data" --tmpdir="$dir/tmp" --skip-test-db --skip-name-resolve \
+    --innodb-buffer-pool-size=64M --innodb-log-file-size=16M "${user_arg[@]}" \
+    >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log" >&2; die "mariadb-install-db failed"; }
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+    -keyout "$WORK/server.key" -out "$WORK/server.crt" >/dev/null 2>&1 || die "openssl failed"
+  local attempt pid
+  for attempt in 1 2 3 4 5; do
+    MY_PORT="$(free_port)"
+    "$mariadbd" --no-defaults --datadir="$dir/data" --socket="$MY_SOCKET" \
+      --pid-file="$dir/mariadbd.pid" --tmpdir="$dir/tmp" --bind-address=127.0.0.1 \
+      --port="$MY_PORT" --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=64M \
+      --innodb-log-file-size=16M --innodb-flush-log-at-trx-commit=2 --innodb-doublewrite=0 \
+      --lc-messages=en_US --max-connections=300 --local-infile=1 \
+      --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+      --ssl-cert="$WORK/server.crt" --ssl-key="$WORK/server.key" \
+      "${user_arg[@]}" >"$WORK/mariadb.log" 2>&1 </dev/null &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_port 127.0.0.1 "$MY_PORT" 60 "$pid"; then
+      for _ in $(seq 100); do
+        mariadb --no-defaults --socket="$MY_SOCKET" -u root -e 'SELECT 1' >/dev/null 2>&1 && break
+        sleep 0.1
+      done
+      log "MariaDB $(mariadb --no-defaults --socket="$MY_SOCKET" -u root -N -B -e 'SELECT VERSION()') on 127.0.0.1:$MY_PORT"
+      if [ -d /usr/share/zoneinfo ] && command -v mariadb-tzinfo-to-sql >/dev/null; then
+        mariadb-tzinfo-to-sql /usr/share/zoneinfo 2>/dev/null \
+          | mariadb --no-defaults --socket="$MY_SOCKET" -u root mysql >/dev/null 2>&1 \
+          || log "loading the time zone tables failed (continuing)"
+      fi
+      return 0
+    fi
+    grep -q "Address already in use" "$WORK/mariadb.log" || { tail -20 "$WORK/mariadb.log" >&2; die "mariadbd did not start"; }
+  done
+  die "mariadbd did not start: no free port"
+}
+
+server_sql_mysql() { # sql (as root, over the Unix socket)
+  mariadb --no-defaults --socket="$MY_SOCKET" -u root -e "$1" >/dev/null
+}
+
+server_sql() { "server_sql_$(driver_protocol)" "$@"; }
 
 # ----------------------------------------------------------------- proxies --
 
@@ -213,7 +281,26 @@ sqlmux_start() {
   local admin_port cfg="$WORK/sqlmux.toml" user password
   SQLMUX_PORT="$(free_port)"
   admin_port="$(free_port)"
-  cat >"$cfg" <<EOF
+  if [ "$(driver_protocol)" = mysql ]; then
+    sqlmux_config_mysql "$admin_port" >"$cfg"
+  else
+    sqlmux_config_postgres "$admin_port" >"$cfg"
+  fi
+  while read -r user password; do
+    [ -n "$user" ] || continue
+    printf '\n[[users]]\nname = "%s"\n' "$user" >>"$cfg"
+    [ "$password" = "-" ] || printf 'password = "%s"\n' "$password" >>"$cfg"
+  done < <(driver_users)
+  "$SQLMUX_BIN" --config "$cfg" >"$WORK/sqlmux.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_port 127.0.0.1 "$SQLMUX_PORT" 30 "$pid" || { tail -20 "$WORK/sqlmux.log" >&2; die "sqlmux did not start"; }
+  log "sqlmux $("$SQLMUX_BIN" --version 2>/dev/null | awk '{print $2}') on 127.0.0.1:$SQLMUX_PORT (transaction mode, pool size $POOL_SIZE)"
+}
+
+sqlmux_config_postgres() { # admin_port
+  local admin_port="$1"
+  cat <<EOF
 [general]
 shutdown_timeout = "1s"
 
@@ -236,15 +323,38 @@ name = "*"
 host = "$PG_HOST"
 port = $PG_PORT
 EOF
-  while read -r user password; do
-    [ -n "$user" ] || continue
-    printf '\n[[users]]\nname = "%s"\npassword = "%s"\n' "$user" "$password" >>"$cfg"
-  done < <(driver_users)
-  "$SQLMUX_BIN" --config "$cfg" >"$WORK/sqlmux.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  wait_port 127.0.0.1 "$SQLMUX_PORT" 30 "$pid" || { tail -20 "$WORK/sqlmux.log" >&2; die "sqlmux did not start"; }
-  log "sqlmux $("$SQLMUX_BIN" --version 2>/dev/null | awk '{print $2}') on 127.0.0.1:$SQLMUX_PORT (transaction mode, pool size $POOL_SIZE)"
+}
+
+# MySQL: the [mysql] listener on SQLMUX_PORT, the PostgreSQL one on another
+# free port (it always listens), one "*" entry forwarding every database
+# name to the MariaDB server, TLS offered with the server's certificate.
+sqlmux_config_mysql() { # admin_port
+  local admin_port="$1"
+  cat <<EOF
+[general]
+shutdown_timeout = "1s"
+
+[admin]
+listen = "127.0.0.1:$admin_port"
+users = ["$(driver_users | awk 'NR == 1 {print $1}')"]
+
+[postgres]
+listen = "127.0.0.1:$(free_port)"
+
+[mysql]
+listen = "127.0.0.1:$SQLMUX_PORT"
+tls = { cert = "$WORK/server.crt", key = "$WORK/server.key", mode = "prefer" }
+
+[pool]
+mode = "transaction"
+size = $POOL_SIZE
+
+[[databases]]
+name = "*"
+protocol = "mysql"
+host = "127.0.0.1"
+port = $MY_PORT
+EOF
 }
 
 PGBOUNCER_PORT=""
@@ -299,6 +409,45 @@ driver_run() { driver_fn run "$@"; }
 
 PY="$CONF_DIR/pyenv/bin/python"
 
+# One line per test (node id, outcome, detail) from pytest's JUnit file, or
+# from its -v lines when the run was killed before writing it.
+pytest_tsv() { # junit.xml log
+  python3 - "$1" "$2" <<'EOF'
+import os, re, sys, xml.etree.ElementTree as ET
+xml, logf = sys.argv[1], sys.argv[2]
+rows = {}
+if os.path.exists(xml) and os.path.getsize(xml):
+    for tc in ET.parse(xml).iter("testcase"):
+        f = tc.get("file") or ""
+        cls = tc.get("classname") or ""
+        mod = f[:-3].replace("/", ".") if f.endswith(".py") else ""
+        rest = cls[len(mod):].lstrip(".") if mod and cls.startswith(mod) else ""
+        nodeid = "::".join(p for p in [f or cls, *rest.split(".")] if p) + "::" + tc.get("name")
+        outcome, detail = "passed", ""
+        for child in tc:
+            msg = (child.get("message") or "").splitlines()[0][:160] if child.get("message") else ""
+            if child.tag == "failure":
+                outcome, detail = "failed", msg
+            elif child.tag == "error" and outcome != "failed":
+                outcome, detail = "error", msg
+            elif child.tag == "skipped" and outcome == "passed":
+                outcome = "skipped"
+                detail = ("xfail: " if child.get("type") == "pytest.xfail" else "") + msg
+        rows[nodeid] = (outcome, detail)
+else:  # killed before the JUnit file was written: read the -v lines
+    pat = re.compile(r"^(\S+\.py::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+    m = {"PASSED": "passed", "XPASS": "passed", "FAILED": "failed", "ERROR": "error",
+         "SKIPPED": "skipped", "XFAIL": "skipped"}
+    for line in open(logf, errors="replace"):
+        g = pat.match(line)
+        if g:
+            rows[g.group(1)] = (m[g.group(2)], "")
+    rows["(run)"] = ("error", "the run was killed before it finished; see the log")
+for k, (o, d) in rows.items():
+    print(f"{k}\t{o}\t{d}")
+EOF
+}
+
 # --- psycopg 3: its pytest suite, tests/ of the checkout. The psycopg
 # package itself comes from PyPI at the checkout's version (binary
 # implementation), with the test requirements, into target/conformance/pyenv.
@@ -333,40 +482,7 @@ psycopg_run() { # target host port
       "$PY" -m pytest -m "$markers" -p no:randomly -p no:cov -o cache_dir="$WORK/pytest-cache-$target" \
         -o junit_family=xunit1 --junitxml="$OUT/$target.xml" --timeout=60 -v -rfE --color=no \
         "${args[@]}" ) >"$OUT/$target.log" 2>&1 || rc=$?
-  python3 - "$OUT/$target.xml" "$OUT/$target.log" >"$OUT/$target.tsv" <<'EOF'
-import os, re, sys, xml.etree.ElementTree as ET
-xml, logf = sys.argv[1], sys.argv[2]
-rows = {}
-if os.path.exists(xml) and os.path.getsize(xml):
-    for tc in ET.parse(xml).iter("testcase"):
-        f = tc.get("file") or ""
-        cls = tc.get("classname") or ""
-        mod = f[:-3].replace("/", ".") if f.endswith(".py") else ""
-        rest = cls[len(mod):].lstrip(".") if mod and cls.startswith(mod) else ""
-        nodeid = "::".join(p for p in [f or cls, *rest.split(".")] if p) + "::" + tc.get("name")
-        outcome, detail = "passed", ""
-        for child in tc:
-            msg = (child.get("message") or "").splitlines()[0][:160] if child.get("message") else ""
-            if child.tag == "failure":
-                outcome, detail = "failed", msg
-            elif child.tag == "error" and outcome != "failed":
-                outcome, detail = "error", msg
-            elif child.tag == "skipped" and outcome == "passed":
-                outcome = "skipped"
-                detail = ("xfail: " if child.get("type") == "pytest.xfail" else "") + msg
-        rows[nodeid] = (outcome, detail)
-else:  # killed before the JUnit file was written: read the -v lines
-    pat = re.compile(r"^(tests/\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
-    m = {"PASSED": "passed", "XPASS": "passed", "FAILED": "failed", "ERROR": "error",
-         "SKIPPED": "skipped", "XFAIL": "skipped"}
-    for line in open(logf, errors="replace"):
-        g = pat.match(line)
-        if g:
-            rows[g.group(1)] = (m[g.group(2)], "")
-    rows["(run)"] = ("error", "the run was killed before it finished; see the log")
-for k, (o, d) in rows.items():
-    print(f"{k}\t{o}\t{d}")
-EOF
+  pytest_tsv "$OUT/$target.xml" "$OUT/$target.log" >"$OUT/$target.tsv"
   return 0
 }
 
@@ -454,12 +570,235 @@ EOF
   done
 }
 
+# --- PyMySQL: its pytest suite, pymysql/tests of the checkout, set up as
+# its CI does (ci/docker-entrypoint-initdb.d: databases test1 and test2, user
+# test2 with 'some password', local_infile on, MariaDB's ed25519 plugin).
+# The tests live inside the package, so they import the checkout's pymysql
+# (pure Python, the code of the PyPI release at the checkout's version,
+# which is installed into target/conformance/pyenv with cryptography and
+# PyNaCl for the auth tests). The connection list of ci/docker.json
+# (databases.json, which the suite reads from its own directory) is given
+# by a small pytest plugin instead, so the checkout is not written to; its
+# third entry, a Unix socket, is left out. tests/test_auth.py (MySQL 8 only
+# in its CI) is not run.
+pymysql_protocol() { echo mysql; }
+pymysql_users() {
+  echo "root -"
+  echo "test2 some password"
+}
+pymysql_server_sql() {
+  echo "CREATE DATABASE test1 DEFAULT CHARACTER SET utf8mb4;"
+  echo "CREATE DATABASE test2 DEFAULT CHARACTER SET utf8mb4;"
+  echo "CREATE USER test2 IDENTIFIED BY 'some password'; GRANT ALL ON test2.* TO test2;"
+  echo "CREATE USER test2@localhost IDENTIFIED BY 'some password'; GRANT ALL ON test2.* TO test2@localhost;"
+  echo "INSTALL SONAME 'auth_ed25519';"
+  echo "CREATE FUNCTION ed25519_password RETURNS STRING SONAME 'auth_ed25519.so';"
+}
+pymysql_setup() {
+  [ -f "$CHECKOUT/pymysql/tests/base.py" ] || die "$CHECKOUT does not look like a PyMySQL checkout (pymysql/tests/base.py)"
+  local version
+  version="$(sed -n 's/^VERSION_STRING = "\(.*\)"/\1/p' "$CHECKOUT/pymysql/__init__.py")"
+  [ -n "$version" ] || die "no VERSION_STRING in $CHECKOUT/pymysql/__init__.py"
+  [ -x "$PY" ] || python3 -m venv "$CONF_DIR/pyenv"
+  if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('PyMySQL') != '$version')" 2>/dev/null \
+     || ! "$PY" -c "import pytest, pytest_timeout, cryptography, nacl" 2>/dev/null; then
+    log "installing PyMySQL==$version and its test requirements into $CONF_DIR/pyenv"
+    "$PY" -m pip install -q "PyMySQL==$version" cryptography "PyNaCl>=1.4.0" "pytest>=8" pytest-timeout
+  fi
+}
+pymysql_run() { # target host port
+  local target="$1" host="$2" port="$3" rc=0
+  local args=("${SELECTED[@]}")
+  [ ${#args[@]} -gt 0 ] || args=(pymysql/tests)
+  mkdir -p "$WORK/pyplugin"
+  cat >"$WORK/pyplugin/sqlmux_pymysql_databases.py" <<'EOF'
+import json, os
+
+def pytest_configure(config):
+    from pymysql.tests import base
+    base.PyMySQLTestCase.databases = json.loads(os.environ["SQLMUX_PYMYSQL_DATABASES"])
+EOF
+  local dbs
+  dbs="[{\"host\": \"$host\", \"port\": $port, \"user\": \"root\", \"password\": \"\", \"database\": \"test1\", \"use_unicode\": true, \"local_infile\": true},"
+  dbs="$dbs {\"host\": \"$host\", \"port\": $port, \"user\": \"test2\", \"password\": \"some password\", \"database\": \"test2\"}]"
+  ( cd "$CHECKOUT" && \
+    SQLMUX_PYMYSQL_DATABASES="$dbs" PYTHONPATH="$WORK/pyplugin" \
+    timeout --kill-after=30 "${PYMYSQL_RUN_TIMEOUT:-900}" \
+      "$PY" -m pytest -p sqlmux_pymysql_databases -p no:randomly -p no:cov \
+        -o cache_dir="$WORK/pytest-cache-$target" -o junit_family=xunit1 \
+        --junitxml="$OUT/$target.xml" --timeout=60 -v -rfE --color=no \
+        "${args[@]}" ) >"$OUT/$target.log" 2>&1 || rc=$?
+  pytest_tsv "$OUT/$target.xml" "$OUT/$target.log" >"$OUT/$target.tsv"
+  return 0
+}
+
+# --- mysql-connector-python: its own runner, unittests.py of the checkout
+# (the repository root or its mysql-connector-python/ directory), against
+# the throwaway server as an external one: --use-external-server (it only
+# creates the database myconnpy; no mysqld of its own is bootstrapped),
+# --skip-install (nothing is built), user root without a password. The
+# runner puts the checkout's lib/ first on sys.path, so the pure-Python
+# connector is the checkout's (the code of the PyPI release at its
+# version); the C extension (_mysql_connector) comes from the PyPI package
+# at that version in target/conformance/pyenv, so the cext tests run too.
+# Subset: every test module the runner finds (tests/, tests/cext, tests/qa,
+# tests/issues) except those needing what is not here: Django (skipped by
+# the runner itself), OpenTelemetry (instrumentation) and the X DevAPI
+# (mysqlx, a separate package and port). Tests that need a MySQL server
+# (not MariaDB) skip themselves. Each test is limited to
+# MYSQL_CONNECTOR_TEST_TIMEOUT seconds (default 60), the whole run to
+# MYSQL_CONNECTOR_RUN_TIMEOUT seconds (default 1800).
+# The runner has no per-test limit, and a test can wait forever (one that
+# turns on protocol compression, which sqlmux does not offer, sends
+# compressed packets anyway): this wrapper runs unittests.py with SIGALRM
+# ending any test after MYSQL_CONNECTOR_TEST_TIMEOUT seconds (default 60)
+# with a TimeoutError, which counts as that test's error.
+MYSQL_CONNECTOR_WRAPPER='
+import os, runpy, signal, sys, unittest
+limit = int(os.environ["SQLMUX_TEST_TIMEOUT"])
+run = unittest.TestCase.run
+def limited(self, result=None):
+    def expired(*_):
+        raise TimeoutError(f"test time limit of {limit} s (conformance.sh) reached")
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(limit)
+    try:
+        return run(self, result)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+unittest.TestCase.run = limited
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+'
+mysql_connector_python_protocol() { echo mysql; }
+mysql_connector_python_users() { echo "root -"; }
+mysql_connector_python_server_sql() { :; }
+mysql_connector_python_dir() {
+  if [ -f "$CHECKOUT/mysql-connector-python/unittests.py" ]; then
+    echo "$CHECKOUT/mysql-connector-python"
+  else
+    echo "$CHECKOUT"
+  fi
+}
+mysql_connector_python_setup() {
+  local dir version
+  dir="$(mysql_connector_python_dir)"
+  [ -f "$dir/unittests.py" ] && [ -f "$dir/lib/mysql/connector/version.py" ] \
+    || die "$CHECKOUT does not look like a mysql-connector-python checkout (unittests.py, lib/mysql/connector/version.py)"
+  version="$(python3 -c "
+import re, sys
+t = open(sys.argv[1]).read()
+v = re.search(r'^VERSION = \((\d+), (\d+), (\d+)', t, re.M)
+print('.'.join(v.groups()))" "$dir/lib/mysql/connector/version.py")"
+  [ -x "$PY" ] || python3 -m venv "$CONF_DIR/pyenv"
+  if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('mysql-connector-python') != '$version')" 2>/dev/null; then
+    log "installing mysql-connector-python==$version into $CONF_DIR/pyenv"
+    "$PY" -m pip install -q "mysql-connector-python==$version"
+  fi
+}
+mysql_connector_python_run() { # target host port
+  local target="$1" host="$2" port="$3" dir rc=0 t
+  dir="$(mysql_connector_python_dir)"
+  local selectors=()
+  if [ ${#SELECTED[@]} -gt 0 ]; then
+    for t in "${SELECTED[@]}"; do selectors+=("-T" "$t"); done
+  else
+    selectors=("-r" '^(?!instrumentation$)')
+  fi
+  : >"$OUT/$target.log"
+  local deadline=$(( $(date +%s) + ${MYSQL_CONNECTOR_RUN_TIMEOUT:-1800} )) left
+  local i flag
+  for ((i = 0; i < ${#selectors[@]}; i += 2)); do
+    flag="${selectors[i]}"; t="${selectors[i + 1]}"
+    left=$(( deadline - $(date +%s) ))
+    [ "$left" -gt 0 ] || { echo "### time limit reached before $t" >>"$OUT/$target.log"; break; }
+    rc=0
+    echo "### unittests.py $flag $t" >>"$OUT/$target.log"
+    ( cd "$dir" && env -u MYSQL_HOST -u MYSQL_PORT -u MYSQL_USER -u MYSQL_PASSWORD \
+        SQLMUX_TEST_TIMEOUT="${MYSQL_CONNECTOR_TEST_TIMEOUT:-60}" \
+        timeout --kill-after=30 "$left" "$PY" -c "$MYSQL_CONNECTOR_WRAPPER" unittests.py \
+          --use-external-server --skip-install \
+          --host "$host" --port "$port" --user root --password "" --verbosity 2 \
+          "$flag" "$t" ) >>"$OUT/$target.log" 2>&1 </dev/null || rc=$?
+    echo "### exit $rc" >>"$OUT/$target.log"
+  done
+  python3 - "$OUT/$target.log" >"$OUT/$target.tsv" <<'EOF'
+import re, sys
+# The runner prints "module.Class.test ... RESULT"; a test's own output (a
+# traceback printed by the suite's wrapper, logging) may come between the
+# name and the result, which is then on a line of its own.
+text = open(sys.argv[1], errors="replace").read()
+lines = text.splitlines()
+rows = {}
+start = re.compile(r"^(\w+(?:\.\w+)+) \.\.\. ?(.*)$")
+word = {"ok": ("passed", ""), "unexpected success": ("passed", ""),
+        "FAIL": ("failed", ""), "ERROR": ("error", ""),
+        "skipped": ("skipped", ""), "expected failure": ("skipped", "expected failure")}
+tail = re.compile(r"(?:^|\s)(ok|FAIL|ERROR|skipped|expected failure|unexpected success)$")
+cur, last = None, ""
+for line in lines:
+    m = start.match(line)
+    if m:
+        cur, last = m.group(1), ""
+        t = tail.search(m.group(2).strip())
+        if t and m.group(2).strip() == t.group(1):
+            rows[cur] = word[t.group(1)]; cur = None
+        continue
+    if cur:
+        t = tail.search(line.strip())
+        if t:
+            o = word[t.group(1)]
+            rows[cur] = (o[0], last[:160]) if o[0] in ("failed", "error") else o
+            cur, last = None, ""
+        elif line.strip() and not line.startswith((" ", "Traceback")):
+            last = line.strip()
+# FAIL:/ERROR: sections at the end: the failures, with the exception line
+sect = re.compile(r"^(FAIL|ERROR): (\S+)")
+i = 0
+while i < len(lines):
+    m = sect.match(lines[i])
+    if m:
+        kind, tid = m.groups()
+        if tid in ("setUpClass", "tearDownClass", "setUpModule", "tearDownModule"):
+            g = re.search(r"\(([\w.]+)\)", lines[i])
+            tid = f"{g.group(1)}.{tid}" if g else tid
+        j, detail = i + 1, ""
+        while j < len(lines) and not sect.match(lines[j]) and not lines[j].startswith("Ran ") \
+                and not lines[j].startswith("=" * 20) and not lines[j].startswith("### "):
+            if lines[j].strip() and not lines[j].startswith("-" * 20) and not lines[j].startswith(" ") \
+                    and not lines[j].startswith("Traceback"):
+                detail = lines[j].strip()
+            j += 1
+        rows[tid] = ("failed" if kind == "FAIL" else "error", detail[:160])
+        i = j
+        continue
+    i += 1
+for block in re.finditer(r"^### unittests\.py (.*)\n(?:.*\n)*?### exit (\d+)$", text, re.M):
+    if block.group(2) in ("124", "137") or "\nRan " not in block.group(0):
+        rows[f"(run {block.group(1)})"] = ("error", f"exit {block.group(2)} before the summary; see the log")
+if "### time limit reached" in text:
+    rows["(run)"] = ("error", "the time limit was reached; see the log")
+for k, (o, d) in rows.items():
+    print(f"{k}\t{o}\t{d}")
+EOF
+}
+
 # -------------------------------------------------------------------- main --
 
-[ "$(driver_protocol)" = "postgres" ] || die "protocol $(driver_protocol) is not supported yet"
+PROTOCOL="$(driver_protocol)"
+if [ "$PROTOCOL" = mysql ] && [[ ",$TARGETS," == *",pgbouncer,"* ]]; then
+  echo "conformance: PgBouncer speaks only PostgreSQL: skipping the pgbouncer column" >&2
+  TARGETS="$(echo ",$TARGETS," | sed 's/,pgbouncer,/,/; s/^,//; s/,$//')"
+  IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
+fi
+if [ "$PROTOCOL" = postgres ] && [ "$(id -u)" -eq 0 ] && [ "$COMPARE_ONLY" -eq 0 ]; then
+  id postgres >/dev/null 2>&1 || die "running as root needs the OS user 'postgres' (from the postgresql package)"
+  RUN_AS=(runuser -u postgres --)
+fi
 if [ "$COMPARE_ONLY" -eq 0 ]; then
   driver_setup
-  server_start_postgres
+  "server_start_$PROTOCOL"
   while read -r stmt; do [ -n "$stmt" ] && server_sql "$stmt"; done < <(driver_server_sql)
   RUN_TARGETS=("${TARGET_LIST[@]}")
 else
@@ -468,7 +807,7 @@ fi
 
 for t in "${RUN_TARGETS[@]}"; do
   case "$t" in
-    direct) host="$PG_HOST"; port="$PG_PORT" ;;
+    direct) host=127.0.0.1; port="${PG_PORT:-$MY_PORT}" ;;
     sqlmux) [ -n "$SQLMUX_PORT" ] || sqlmux_start; host=127.0.0.1; port="$SQLMUX_PORT" ;;
     pgbouncer) [ -n "$PGBOUNCER_PORT" ] || pgbouncer_start; host=127.0.0.1; port="$PGBOUNCER_PORT" ;;
     *) die "unknown target $t (direct, sqlmux, pgbouncer)" ;;

@@ -588,3 +588,117 @@ async fn n_plus_one_bursts_and_leaked_transactions_are_found_in_mysql_traffic() 
         "no leak for {db}: {leaks:?}"
     );
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_client_hello_in_the_segment_of_the_ssl_request_is_served() {
+    // A MySQL client gets no answer to its SSL request: it may send the
+    // TLS ClientHello right behind it, and both can arrive in one read.
+    // (mysql-connector-python's asyncio connections do.) The ClientHello
+    // belongs to the TLS handshake, not to the login's buffer.
+    let certs = crate::dropin::make_certs();
+    let db = fresh_db("my_tlsfirst");
+    let p = start_tls(&db, &certs, "prefer", "mysql_native_password", "app-pass").await;
+    let port = p.mysql_addr().port();
+    let python = crate::dropin::python_with("ssl");
+    let script = format!(
+        r#"
+import hashlib, socket, ssl, struct
+port, user, password, db = {port}, "app", "app-pass", "{db}"
+
+def packet(seq, payload):
+    return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
+
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+def plain_exact(n):
+    buf = b""
+    while len(buf) < n:
+        c = s.recv(n - len(buf))
+        if not c:
+            raise SystemExit("closed by sqlmux")
+        buf += c
+    return buf
+
+head = plain_exact(4)
+greeting = plain_exact(int.from_bytes(head[:3], "little"))
+assert greeting[0] == 10, greeting
+i = greeting.index(b"\0", 1) + 1 + 4
+scramble = greeting[i:i + 8]
+i += 8 + 1
+caps = int.from_bytes(greeting[i:i + 2], "little"); i += 2 + 1 + 2
+caps |= int.from_bytes(greeting[i:i + 2], "little") << 16; i += 2
+i += 1 + 10
+scramble += greeting[i:i + 12]
+assert caps & 0x800, "no TLS offered"
+
+CAPS = 0x1 | 0x8 | 0x200 | 0x800 | 0x8000 | 0x80000
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+try:
+    tls.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+# One write: the SSL request and the TLS ClientHello right behind it, as a
+# client that does not wait between the two may send them.
+s.sendall(packet(1, struct.pack("<IIB", CAPS, 1 << 24, 45) + b"\0" * 23) + out.read())
+
+def pump():
+    c = s.recv(65536)
+    if not c:
+        raise SystemExit("closed by sqlmux during the TLS handshake")
+    inc.write(c)
+
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        data = out.read()
+        if data:
+            s.sendall(data)
+        pump()
+data = out.read()
+if data:
+    s.sendall(data)
+
+def send(b):
+    tls.write(b)
+    s.sendall(out.read())
+
+def exact(n):
+    buf = b""
+    while len(buf) < n:
+        try:
+            buf += tls.read(n - len(buf))
+        except ssl.SSLWantReadError:
+            pump()
+    return buf
+
+def read_packet():
+    h = exact(4)
+    return exact(int.from_bytes(h[:3], "little"))
+
+def sha1(b):
+    return hashlib.sha1(b).digest()
+
+p1 = sha1(password.encode())
+token = bytes(a ^ b for a, b in zip(p1, sha1(scramble + sha1(p1)))) if password else b""
+resp = (struct.pack("<IIB", CAPS, 1 << 24, 45) + b"\0" * 23 + user.encode() + b"\0"
+        + bytes([len(token)]) + token + db.encode() + b"\0" + b"mysql_native_password\0")
+send(packet(2, resp))
+ok = read_packet()
+assert ok[0] == 0, f"login failed: {{ok!r}}"
+send(packet(0, b"\x03SELECT 6 * 7"))
+assert read_packet() == b"\x01"
+read_packet()                      # column definition
+assert read_packet()[0] == 0xFE    # EOF
+assert read_packet() == b"\x0242", "wrong row"
+print("ok")
+"#
+    );
+    let (ok, out) = crate::dropin::run_python(python, script).await;
+    assert!(ok && out.contains("ok"), "{out}");
+}

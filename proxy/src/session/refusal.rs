@@ -267,7 +267,7 @@ impl Refusal {
                 }
             ),
             Refusal::UnknownUser { .. } => {
-                "add a [[users]] entry for this user, or configure postgres.auth_user to look users up on the server".into()
+                "add a [[users]] entry for this user (PostgreSQL logins can also be looked up on the server with postgres.auth_user)".into()
             }
             Refusal::ShuttingDown | Refusal::ShutdownTimeout => {
                 "reconnect to another sqlmux instance".into()

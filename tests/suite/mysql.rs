@@ -702,3 +702,24 @@ print("ok")
     let (ok, out) = crate::dropin::run_python(python, script).await;
     assert!(ok && out.contains("ok"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_current_schema_leaves_no_schema_like_a_direct_connection() {
+    let db = fresh_db("my_dropschema");
+    let p = start(&db, 2, "").await;
+    let gone = unique_db("my_gone");
+    shared_mariadb().sql(&format!(
+        "CREATE DATABASE `{gone}`; GRANT ALL ON `{gone}`.* TO 'app'@'%';"
+    ));
+    let mut c = connect(&p, &db).await;
+    c.query_drop(format!("USE `{gone}`")).await.unwrap();
+    c.query_drop(format!("DROP DATABASE `{gone}`"))
+        .await
+        .unwrap();
+    // Directly, the connection now has no default schema; every later
+    // statement, on whichever server, must see the same.
+    for _ in 0..4 {
+        let current: Option<Option<String>> = c.query_first("SELECT DATABASE()").await.unwrap();
+        assert_eq!(current, Some(None));
+    }
+}

@@ -723,3 +723,43 @@ async fn dropping_the_current_schema_leaves_no_schema_like_a_direct_connection()
         assert_eq!(current, Some(None));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asking_for_compression_gets_an_error_instead_of_a_hang() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = fresh_db("my_compress");
+    let p = start(&db, 1, "").await;
+    let mut s = tokio::net::TcpStream::connect(p.mysql_addr())
+        .await
+        .unwrap();
+    let read_packet = async |s: &mut tokio::net::TcpStream| {
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).await.unwrap();
+        let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        (head[3], body)
+    };
+    let _greeting = read_packet(&mut s).await;
+    // HandshakeResponse41: PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH |
+    // COMPRESS, no password, user app.
+    let caps: u32 = 0x200 | 0x8000 | 0x8_0000 | 0x20;
+    let mut body = Vec::new();
+    body.extend_from_slice(&caps.to_le_bytes());
+    body.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    body.push(45);
+    body.extend_from_slice(&[0u8; 23]);
+    body.extend_from_slice(b"app\0");
+    body.push(0);
+    body.extend_from_slice(b"mysql_native_password\0");
+    let mut packet = (body.len() as u32).to_le_bytes()[..3].to_vec();
+    packet.push(1);
+    packet.extend_from_slice(&body);
+    s.write_all(&packet).await.unwrap();
+    let (_, answer) = tokio::time::timeout(Duration::from_secs(10), read_packet(&mut s))
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(answer[0], 0xff, "an ERR packet");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("compression"), "{text}");
+}

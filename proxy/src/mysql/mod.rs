@@ -34,7 +34,8 @@ use std::sync::atomic::Ordering;
 
 use sqlmux_protocol::mysql::auth::generate_scramble;
 use sqlmux_protocol::mysql::caps::{
-    CLIENT_PROTOCOL_41, CLIENT_SSL, MARIADB_MASKED, PoolCaps, offer_to_client,
+    CLIENT_COMPRESS, CLIENT_PROTOCOL_41, CLIENT_SSL, CLIENT_ZSTD_COMPRESSION_ALGORITHM,
+    MARIADB_MASKED, PoolCaps, offer_to_client,
 };
 use sqlmux_protocol::mysql::handshake::{
     HandshakeResponse, InitialHandshake, MYSQL_NATIVE_PASSWORD, SslRequest,
@@ -254,6 +255,15 @@ async fn login(
     if resp.head.capabilities & CLIENT_PROTOCOL_41 == 0 {
         let r = Refusal::ProtocolViolation {
             what: "the client does not speak protocol 4.1".into(),
+        };
+        return reject(conn, next, r).await;
+    }
+    if resp.head.capabilities & (CLIENT_COMPRESS | CLIENT_ZSTD_COMPRESSION_ALGORITHM) != 0 {
+        // Not offered in the greeting; a client that compresses anyway
+        // would wait forever for compressed answers.
+        let r = Refusal::NotSupported {
+            what: "protocol compression",
+            hint: "connect without compression (sqlmux does not offer CLIENT_COMPRESS)",
         };
         return reject(conn, next, r).await;
     }

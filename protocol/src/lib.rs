@@ -12,6 +12,7 @@
 //! - [`sql`]: one-pass statement fingerprinting and the cheap statement
 //!   classification the pooler needs (transaction control, SET, session state).
 
+mod ct;
 pub mod mysql;
 pub mod postgres;
 pub mod sql;

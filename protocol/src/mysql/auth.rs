@@ -37,6 +37,7 @@
 //! No `Debug` output here contains a password, a hash or a key.
 //! Comparisons of secrets run in constant time.
 
+use crate::ct::{constant_time_eq, xor};
 use std::fmt;
 
 use bytes::{BufMut, BytesMut};
@@ -91,21 +92,6 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
         .as_ref()
         .try_into()
         .expect("SHA256 is 32 bytes")
-}
-
-fn xor<const N: usize>(a: &[u8; N], b: &[u8; N]) -> [u8; N] {
-    std::array::from_fn(|i| a[i] ^ b[i])
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 // ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@
 //! SASLprep needs the Unicode normalization tables of the `stringprep` crate.
 //! md5 authentication never applies SASLprep, in PostgreSQL or here.
 
+use crate::ct::{constant_time_eq, xor};
 use std::fmt;
 use std::num::NonZeroU32;
 
@@ -799,23 +800,6 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; KEY_LEN] {
     let mut out = [0u8; KEY_LEN];
     out.copy_from_slice(context.sign().as_ref());
     out
-}
-
-fn xor(a: &[u8; KEY_LEN], b: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
-    std::array::from_fn(|i| a[i] ^ b[i])
-}
-
-/// Compares without an early exit, so the time taken does not tell how many
-/// leading bytes matched. The lengths are not secret.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]

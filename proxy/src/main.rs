@@ -225,6 +225,11 @@ fn print_check(cfg: &Config) {
             .unwrap_or_default()
     );
     println!("postgres.listen = {}", cfg.postgres.listen);
+    if cfg.mysql.enabled {
+        println!("mysql.listen    = {}", cfg.mysql.listen);
+    } else {
+        println!("mysql.listen    = off (no [mysql] listen and no mysql database)");
+    }
     println!("admin.listen    = {}", cfg.admin.listen);
     println!("host CPUs       = {}", cfg.host_cpus);
     println!("peers           = {}", describe_peers(&cfg.peers));

@@ -63,19 +63,8 @@ fn read_into(
     out: &mut Vec<Entry>,
     depth: usize,
 ) -> Result<(), ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    for (i, raw) in text.lines().enumerate() {
-        let origin = Origin {
-            file: path.to_owned(),
-            line: i + 1,
-        };
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
-            continue;
-        }
+    for (origin, line) in content_lines(path)? {
+        let line = line.as_str();
         if let Some(file) = line.strip_prefix("%include") {
             include(path, file.trim(), &origin, section, out, depth)?;
         } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
@@ -95,6 +84,25 @@ fn read_into(
         }
     }
     Ok(())
+}
+
+/// The lines of a PgBouncer file that say something (no blank lines and no
+/// `;` or `#` comments), trimmed, each with where it stands.
+pub(super) fn content_lines(path: &Path) -> Result<Vec<(Origin, String)>, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let lines = text.lines().enumerate().filter_map(|(i, raw)| {
+        let line = raw.trim();
+        let skip = line.is_empty() || line.starts_with(';') || line.starts_with('#');
+        let origin = Origin {
+            file: path.to_owned(),
+            line: i + 1,
+        };
+        (!skip).then(|| (origin, line.to_owned()))
+    });
+    Ok(lines.collect())
 }
 
 fn include(

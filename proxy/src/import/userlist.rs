@@ -27,20 +27,9 @@ impl std::fmt::Debug for UserLine {
 
 /// Reads a userlist file.
 pub fn read(path: &Path) -> Result<Vec<UserLine>, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let origin = Origin {
-            file: path.to_owned(),
-            line: i + 1,
-        };
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
-            continue;
-        }
+    for (origin, line) in super::ini::content_lines(path)? {
+        let line = line.as_str();
         let (name, rest) = quoted(line).ok_or_else(|| bad(&origin))?;
         let (secret, rest) = quoted(rest.trim_start()).ok_or_else(|| bad(&origin))?;
         if !rest.trim().is_empty() {

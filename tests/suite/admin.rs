@@ -10,7 +10,6 @@ use std::time::Duration;
 use sqlmux::Proxy;
 use sqlmux::config::Config;
 use sqlmux_tests::{pg_tool, shared_pg};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::common::{
@@ -261,31 +260,15 @@ fn psql_admin(port: u16, user: &str, password: &str, sql: &str) -> (bool, String
     run(cmd, Duration::from_secs(30))
 }
 
-/// A minimal HTTP GET: (status, body).
+/// A GET without credentials: (status, body). Every answer closes the
+/// connection.
 pub(crate) async fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to the admin port");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("HTTP response in time")
-        .unwrap();
-    let text = String::from_utf8(buf).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
+    let (status, head, body) = crate::web::get(port, path, None).await;
     assert!(
         head.to_ascii_lowercase().contains("connection: close"),
         "{head}"
     );
-    (status, body.to_owned())
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

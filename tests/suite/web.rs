@@ -38,7 +38,11 @@ fn admin_port(p: &TestProxy) -> u16 {
 }
 
 /// A GET with optional basic credentials: (status, head, body).
-async fn get(port: u16, path: &str, auth: Option<(&str, &str)>) -> (u16, String, String) {
+pub(crate) async fn get(
+    port: u16,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> (u16, String, String) {
     use base64::Engine as _;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -29,6 +29,8 @@ mod drift;
 mod deploy;
 // The MySQL front end against MariaDB: drivers, state, KILL QUERY, TLS, insight.
 mod mysql;
+// MySQL server-side prepared statements: ids per client, across servers.
+mod mysql_prepared;
 // The web page and JSON API: basic auth, answers, headless Chromium.
 mod web;
 // `sqlmux init --from URL`: the written configuration serves the printed URL.

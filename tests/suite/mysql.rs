@@ -14,11 +14,20 @@ use crate::common::{connect_url, eventually, unique_db};
 
 /// A proxy with `[mysql]` on a free port in front of the shared MariaDB's
 /// database `db` (pool of `size`), user app/app-pass and an admin user.
-async fn start(db: &str, size: usize, mysql_extra: &str) -> Proxy {
+pub(crate) async fn start(db: &str, size: usize, mysql_extra: &str) -> Proxy {
+    start_config(db, &format!("size = {size}"), mysql_extra).await
+}
+
+/// [`start`] with the database's `pool = { ... }` settings given.
+pub(crate) async fn start_with_pool(db: &str, pool: &str) -> Proxy {
+    start_config(db, pool, "").await
+}
+
+async fn start_config(db: &str, pool: &str, mysql_extra: &str) -> Proxy {
     let m = shared_mariadb();
     let text = format!(
         "[postgres]\nlisten = \"127.0.0.1:0\"\n[mysql]\nlisten = \"127.0.0.1:0\"\n{mysql_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[databases]]\nname = \"{db}\"\nprotocol = \"mysql\"\nhost = \"127.0.0.1\"\nport = {}\npool = {{ size = {size} }}\n\n\
+         [[databases]]\nname = \"{db}\"\nprotocol = \"mysql\"\nhost = \"127.0.0.1\"\nport = {}\npool = {{ {pool} }}\n\n\
          [[users]]\nname = \"app\"\npassword = \"app-pass\"\n\n[[users]]\nname = \"admin\"\npassword = \"admin-pass\"\n",
         m.port()
     );
@@ -35,7 +44,7 @@ pub(crate) fn fresh_db(prefix: &str) -> String {
     name
 }
 
-fn url(p: &Proxy, db: &str) -> String {
+pub(crate) fn url(p: &Proxy, db: &str) -> String {
     // prefer_socket=false: mysql_async would otherwise read @@socket and
     // reconnect to the server directly.
     format!(
@@ -44,7 +53,7 @@ fn url(p: &Proxy, db: &str) -> String {
     )
 }
 
-async fn connect(p: &Proxy, db: &str) -> mysql_async::Conn {
+pub(crate) async fn connect(p: &Proxy, db: &str) -> mysql_async::Conn {
     let opts = mysql_async::Opts::from_url(&url(p, db)).expect("url");
     mysql_async::Conn::new(opts)
         .await
@@ -322,17 +331,6 @@ async fn last_insert_id_and_ping_are_answered_like_a_direct_connection() {
     assert_eq!(v, Some(1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prepared_statements_get_a_clear_error() {
-    let db = fresh_db("my_prep");
-    let p = start(&db, 1, "").await;
-    let mut c = connect(&p, &db).await;
-    let err = c.prep("SELECT 1").await.unwrap_err();
-    assert!(err.to_string().contains("prepared statements"), "{err}");
-    let v: Option<i64> = c.query_first("SELECT 2").await.unwrap();
-    assert_eq!(v, Some(2));
-}
-
 /// A proxy whose MySQL listener offers TLS with `mode`, with `auth` as
 /// the greeting's plugin and `password` as app's `[[users]]` secret.
 async fn start_tls(
@@ -447,7 +445,7 @@ print("ok")
 }
 
 /// Rows of an admin console command as (column -> value) maps.
-async fn admin_rows(
+pub(crate) async fn admin_rows(
     admin: &tokio_postgres::Client,
     sql: &str,
 ) -> Vec<std::collections::HashMap<String, String>> {

@@ -19,6 +19,7 @@
 //! - [`response`]: OK (with session state changes), ERR, EOF, prepare OK.
 //! - [`caps`]: capability flags, what sqlmux masks, the pool key subset.
 //! - [`status`]: server status flags and the transaction boundary test.
+//! - [`stmt`]: statement ids and parameter types in COM_STMT_* commands.
 
 pub mod auth;
 pub mod caps;
@@ -29,6 +30,7 @@ pub mod packet;
 pub mod response;
 pub mod response_state;
 pub mod status;
+pub mod stmt;
 
 use thiserror::Error;
 

@@ -5,10 +5,11 @@
 //! clears the client's session state and pins), `KILL [QUERY] n`,
 //! COM_PROCESS_KILL, and `SELECT LAST_INSERT_ID()` / `SELECT ROW_COUNT()`
 //! between transactions (from the last OK the client received, which is
-//! what its previous server would say). Refused with an ERR: COM_CHANGE_USER,
-//! the binary protocol (COM_STMT_*), replication and other server-admin
-//! commands. Everything else (COM_QUERY, COM_INIT_DB, COM_FIELD_LIST,
-//! COM_STATISTICS, COM_SET_OPTION, ...) goes to the leased server.
+//! what its previous server would say). The binary protocol (COM_STMT_*)
+//! goes through sqlmux's statement ids ([`super::prepared`]). Refused with
+//! an ERR: COM_CHANGE_USER, replication and other server-admin commands.
+//! Everything else (COM_QUERY, COM_INIT_DB, COM_FIELD_LIST, COM_STATISTICS,
+//! COM_SET_OPTION, ...) goes to the leased server.
 
 use sqlmux_protocol::mysql::command::{Command, ResponseShape};
 
@@ -28,8 +29,8 @@ pub enum Action {
     Kill(KillRequest),
     /// Answer from the last OK: LAST_INSERT_ID() or ROW_COUNT().
     LastValue(LastValue),
-    /// Nothing is answered (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA).
-    Ignore,
+    /// A binary-protocol command (COM_STMT_*).
+    Stmt(Command),
     /// Answer with this ERR.
     Refuse(Refusal),
     /// Send to the server.
@@ -69,15 +70,13 @@ pub fn classify(payload: &[u8], leased: bool) -> Action {
             what: "COM_CHANGE_USER",
             hint: "open a new connection as the other user",
         }),
-        Command::StmtClose | Command::StmtSendLongData => Action::Ignore,
         Command::StmtPrepare
         | Command::StmtExecute
+        | Command::StmtSendLongData
+        | Command::StmtClose
         | Command::StmtReset
         | Command::StmtFetch
-        | Command::StmtBulkExecute => Action::Refuse(Refusal::NotSupported {
-            what: "server-side prepared statements (COM_STMT_*)",
-            hint: "use the text protocol: client-side prepared statements (e.g. mysql_async query/query_drop, PyMySQL, JDBC useServerPrepStmts=false)",
-        }),
+        | Command::StmtBulkExecute => Action::Stmt(cmd),
         c if c.response_shape() == ResponseShape::Unsupported => {
             Action::Refuse(Refusal::NotSupported {
                 what: c.name(),
@@ -146,11 +145,12 @@ mod tests {
         ));
         assert!(matches!(
             classify(b"\x16SELECT ?", false),
-            Action::Refuse(_)
+            Action::Stmt(Command::StmtPrepare)
         ));
         assert!(matches!(
             classify(&[0x19, 1, 0, 0, 0], false),
-            Action::Ignore
+            Action::Stmt(Command::StmtClose)
         ));
+        assert!(matches!(classify(&[0x11], false), Action::Refuse(_)));
     }
 }

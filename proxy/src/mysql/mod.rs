@@ -21,12 +21,14 @@ pub mod commands;
 pub mod conn;
 pub mod kill;
 pub mod pools;
+pub mod prepared;
 pub mod pump;
 pub mod reply;
 pub mod server;
 pub mod server_login;
 pub mod session;
 pub mod session_state;
+pub mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

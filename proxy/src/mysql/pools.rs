@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use sqlmux_protocol::mysql::caps::PoolCaps;
 
+use super::prepared::MetaCache;
 use super::server::MyServer;
 use super::server_login::{Credentials, MyConnector};
 use crate::auth::Users;
@@ -35,6 +36,8 @@ pub struct MyPool {
     pub profile: PoolCaps,
     /// Collation of the pool's clients.
     pub collation: u8,
+    /// Prepare responses of the statements its clients prepared.
+    pub statements: MetaCache,
 }
 
 impl std::fmt::Debug for MyPool {
@@ -121,12 +124,24 @@ fn new_entry(
         credentials,
         profile: profile.caps,
         collation: profile.collation,
+        statements: MetaCache::new(meta_cache_size(db.pool.max_prepared_statements)),
     };
     PoolEntry {
         protocol: Protocol::Mysql,
         db: db.clone(),
         tag: insight.tag(&db.name, &my.credentials.user),
         pool: AnyPool::Mysql(Arc::new(my)),
+    }
+}
+
+/// How many prepare responses a pool keeps: four times what one server
+/// keeps (clients of a pool prepare the same statements), 1024 when servers
+/// keep any number.
+fn meta_cache_size(per_server: usize) -> usize {
+    if per_server == 0 {
+        1024
+    } else {
+        per_server * 4
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use sqlmux_protocol::mysql::command::Command;
 use sqlmux_protocol::mysql::packet::{self, HEADER_LEN};
-use sqlmux_protocol::mysql::response::{ErrPacket, OkPacket};
+use sqlmux_protocol::mysql::response::{ErrPacket, OkPacket, PrepareOk};
 use sqlmux_protocol::mysql::response_state::{Completion, Progress, ResponseTracker};
 use sqlmux_protocol::mysql::status::ServerStatus;
 use thiserror::Error;
@@ -23,6 +23,7 @@ use super::conn::{PacketConn, ReadError};
 use super::session_state::{ENABLE_TRACKING, SessionVars};
 use crate::io::{IdleRead, Stream};
 use crate::pool::{PooledServer, ResetFuture, ServerInfo};
+use crate::session::statements::ServerStatements;
 
 /// Longest response to a command sqlmux sends on its own.
 const MAX_OWN_RESPONSE: usize = 1 << 20;
@@ -65,6 +66,8 @@ pub struct MyServer {
     pub session: SessionVars,
     /// The server's thread id (the target of KILL QUERY).
     pub thread_id: u32,
+    /// Prepared statements it holds: content id to its statement id.
+    pub stmts: ServerStatements<u32>,
     info: Arc<ServerInfo>,
 }
 
@@ -124,6 +127,7 @@ impl MyServer {
             carries_session_state: false,
             session: SessionVars::default(),
             thread_id,
+            stmts: ServerStatements::default(),
             info,
         }
     }
@@ -132,6 +136,8 @@ impl MyServer {
     /// is back to its login state (its schema stays).
     pub async fn reset_connection(&mut self) -> Result<(), CommandError> {
         self.command(&[Command::ResetConnection.as_byte()]).await?;
+        self.stmts.clear();
+        self.publish_statement_count();
         self.enable_tracking().await?;
         let schema = self.session.schema.take();
         self.session = SessionVars {
@@ -174,6 +180,48 @@ impl MyServer {
     /// recording status and session state. A broken exchange leaves the
     /// server dirty.
     pub async fn command(&mut self, payload: &[u8]) -> Result<(), CommandError> {
+        self.command_keeping(payload, None).await
+    }
+
+    /// COM_STMT_PREPARE of sqlmux's own: the server's answer (prepare OK
+    /// and the packets that follow, headers included), or its ERR.
+    pub async fn prepare(&mut self, query: &[u8]) -> Result<(PrepareOk, BytesMut), CommandError> {
+        let mut payload = Vec::with_capacity(query.len() + 1);
+        payload.push(Command::StmtPrepare.as_byte());
+        payload.extend_from_slice(query);
+        let mut response = BytesMut::new();
+        self.command_keeping(&payload, Some(&mut response)).await?;
+        let ok = PrepareOk::decode(&response[HEADER_LEN.min(response.len())..])
+            .map_err(|e| CommandError::Broken(e.to_string()))?;
+        Ok((ok, response))
+    }
+
+    /// Sends COM_STMT_CLOSE for statements this server no longer keeps
+    /// (no answer comes).
+    pub async fn close_statements(&mut self, ids: &[u32]) -> Result<(), CommandError> {
+        let mut out = BytesMut::new();
+        for &id in ids {
+            sqlmux_protocol::mysql::stmt::write_close(&mut out, id);
+        }
+        self.stream
+            .write_all_clear(&mut out)
+            .await
+            .map_err(|e| CommandError::Broken(e.to_string()))
+    }
+
+    /// Publishes the statement cache size (SHOW SERVERS, /metrics).
+    pub fn publish_statement_count(&self) {
+        self.info
+            .prepared_statements
+            .store(self.stmts.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// [`Self::command`], appending each packet of the answer to `keep`.
+    async fn command_keeping(
+        &mut self,
+        payload: &[u8],
+        mut keep: Option<&mut BytesMut>,
+    ) -> Result<(), CommandError> {
         self.dirty = true;
         let mut out = BytesMut::with_capacity(payload.len() + HEADER_LEN);
         packet::write_packet(&mut out, 0, payload);
@@ -185,7 +233,10 @@ impl MyServer {
             .ok_or_else(|| CommandError::Broken("command without a response".into()))?;
         let mut err = None;
         loop {
-            let p = self.read_packet().await?;
+            let (seq, p) = self.read_packet().await?;
+            if let Some(keep) = keep.as_deref_mut() {
+                packet::write_packet(keep, seq, &p);
+            }
             let h = packet::Header {
                 len: p.len() as u32,
                 seq: 0,
@@ -225,10 +276,10 @@ impl MyServer {
         }
     }
 
-    async fn read_packet(&mut self) -> Result<BytesMut, CommandError> {
+    async fn read_packet(&mut self) -> Result<(u8, BytesMut), CommandError> {
         loop {
             match packet::read_logical(&mut self.buf, MAX_OWN_RESPONSE) {
-                Ok(Some((_, p))) => return Ok(p),
+                Ok(Some((l, p))) => return Ok((l.first_seq, p)),
                 Ok(None) => {}
                 Err(e) => return Err(CommandError::Broken(e.to_string())),
             }

@@ -23,13 +23,15 @@ use super::analysis::{self, Statement};
 use super::commands::{self, Action, LastValue};
 use super::conn::PacketConn;
 use super::pools::MyPool;
+use super::prepared::ClientStatements;
 use super::pump::{self, ClientEnd, PumpError};
 use super::reply::{self, Value};
 use super::server::MyServer;
 use super::session_state::SessionVars;
+use super::statements::{Outgoing, Unbound};
 use crate::client::Signals;
 use crate::insight::LeakState;
-use crate::session::pins::{PIN_OTHER, PIN_TABLE_LOCK};
+use crate::session::pins::{PIN_OTHER, PIN_TABLE_LOCK, PinBits};
 use crate::session::{Core, Refusal};
 use crate::stats::Stat;
 
@@ -64,6 +66,8 @@ pub struct Session {
     pub row_count: i64,
     /// Largest command accepted.
     pub max_packet: usize,
+    /// Statements prepared with COM_STMT_PREPARE, by sqlmux's ids.
+    pub stmts: ClientStatements,
     noted: [Fingerprint; 4],
     noted_next: usize,
 }
@@ -92,6 +96,7 @@ impl Session {
             last_insert_id: 0,
             row_count: -1,
             max_packet,
+            stmts: ClientStatements::default(),
             noted: [Fingerprint(u64::MAX); 4],
             noted_next: 0,
         }
@@ -210,7 +215,7 @@ impl Session {
                 }
             }
             Action::LastValue(v) => self.last_value(v),
-            Action::Ignore => {}
+            Action::Stmt(cmd) => return self.statement(cmd, payload).await,
             Action::Refuse(r) => {
                 reply::refusal(&mut self.client.out, 1, &r);
             }
@@ -223,6 +228,7 @@ impl Session {
     /// a server it holds is reset and goes back.
     async fn reset(&mut self) {
         self.vars.vars.clear();
+        self.stmts.clear();
         self.core.pins.clear_all();
         self.core.info.set_pin(self.core.pins.reason());
         self.last_insert_id = 0;
@@ -264,6 +270,17 @@ impl Session {
         // the server is closed instead of reset when the client leaves.
         let set_option = payload.first() == Some(&Command::SetOption.as_byte());
         let bits = stmt.as_ref().map_or(0, |s| s.pins) | if set_option { PIN_OTHER } else { 0 };
+        self.run_command(stmt, bits, Outgoing::Command(payload))
+            .await
+    }
+
+    /// Pins, checkout, the exchange and its bookkeeping for one command.
+    pub(super) async fn run_command(
+        &mut self,
+        stmt: Option<Statement>,
+        bits: PinBits,
+        out: Outgoing,
+    ) -> Option<End> {
         if let Err(r) = self.core.pins.on_statement(bits) {
             reply::refusal(&mut self.client.out, 1, &r);
             return None;
@@ -280,12 +297,26 @@ impl Session {
             self.core.observe(s.fingerprint, s.txn_control, sent);
         }
         self.core.query_started = Some(sent);
+        let payload = match out {
+            Outgoing::Command(p) => p,
+            Outgoing::Stmt(p) => match self.bind(p).await {
+                Ok(p) => p,
+                Err(Unbound::Answered { code }) => {
+                    let c = Completion::Err { code };
+                    self.after_response(stmt, c, (0, 0, 0), sent, Instant::now());
+                    return None;
+                }
+                Err(Unbound::Broken(e)) => return Some(self.on_pump_error(e).await),
+            },
+        };
         let outcome = self.exchange(&payload).await;
         let now = Instant::now();
         self.core.now = now;
         match outcome {
             Ok((completion, rows)) => {
-                if set_option && let Some(server) = self.core.server() {
+                if payload.first() == Some(&Command::SetOption.as_byte())
+                    && let Some(server) = self.core.server()
+                {
                     server.dirty = true;
                 }
                 self.after_response(stmt, completion, rows, sent, now);
@@ -363,12 +394,20 @@ impl Session {
             Completion::Status(_) if rows == 0 => affected as i64,
             _ => -1,
         };
+        if let Completion::Status(s) = completion
+            && let Some(server) = self.core.server()
+        {
+            server.status = s;
+        }
+        self.settle(!error, now);
+    }
+
+    /// A command is over: the transaction goes on while the server's status
+    /// says so, else it ended (committed unless `ok` is false).
+    pub(super) fn settle(&mut self, ok: bool, now: Instant) {
         let Some(server) = self.core.server() else {
             return;
         };
-        if let Completion::Status(s) = completion {
-            server.status = s;
-        }
         let status = server.status;
         self.status =
             ServerStatus(status.0 & !sqlmux_protocol::mysql::status::SERVER_SESSION_STATE_CHANGED);
@@ -377,7 +416,7 @@ impl Session {
             self.core.leak.arm(now);
             return;
         }
-        self.on_boundary(!error);
+        self.on_boundary(ok);
     }
 
     /// The transaction ended: give the server back unless pins hold it.
@@ -403,7 +442,7 @@ impl Session {
     }
 
     /// Borrows a server and brings it to this client's session state.
-    async fn checkout(&mut self) -> Result<(), Refusal> {
+    pub(super) async fn checkout(&mut self) -> Result<(), Refusal> {
         self.core.checkout().await?;
         let vars = &self.vars;
         let Some(server) = self.core.server() else {
@@ -444,7 +483,7 @@ impl Session {
     }
 
     /// The pump failed: the server's state is unknown, so it is closed.
-    async fn on_pump_error(&mut self, e: PumpError) -> End {
+    pub(super) async fn on_pump_error(&mut self, e: PumpError) -> End {
         let mut running = None;
         if let Some(server) = self.core.server() {
             server.dirty = true;
@@ -480,17 +519,22 @@ impl Session {
 
     /// Fingerprint and pins of a COM_QUERY; None for other commands.
     fn analyze(&mut self, payload: &[u8]) -> Option<Statement> {
-        if payload.first() != Some(&sqlmux_protocol::mysql::command::Command::Query.as_byte()) {
+        if payload.first() != Some(&Command::Query.as_byte()) {
             return None;
         }
+        Some(self.analyze_text(&payload[1..]))
+    }
+
+    /// Fingerprint and pins of a query text (handed to insight when on).
+    pub(super) fn analyze_text(&mut self, sql: &[u8]) -> Statement {
         let insight = self.core.shared.insight.clone();
         let on = self.core.insight_on;
-        let s = analysis::analyze(&payload[1..], on.then_some(&*insight), &self.noted);
+        let s = analysis::analyze(sql, on.then_some(&*insight), &self.noted);
         if on && !self.noted.contains(&s.fingerprint) {
             self.noted[self.noted_next % self.noted.len()] = s.fingerprint;
             self.noted_next = self.noted_next.wrapping_add(1);
         }
-        Some(s)
+        s
     }
 }
 

@@ -76,7 +76,9 @@ impl Session {
     /// `client_name` is the client's own Parse being rewritten (its
     /// ParseComplete goes to the client); None for an injected Parse.
     fn send_parse(&mut self, srv: &mut PgServer, prep: &Arc<Prepared>, client_name: Option<&[u8]>) {
-        let evicted = srv.prepared.add(prep, self.max_prepared);
+        let evicted = srv
+            .prepared
+            .add(prep.id, prep.server_name, self.max_prepared);
         srv.publish_statement_count();
         for (id, name) in evicted {
             prepared::write_close(&mut self.sout, &name);

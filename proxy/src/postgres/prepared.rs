@@ -144,76 +144,8 @@ impl ClientStatements {
     }
 }
 
-/// The statements one server holds, least recently used first out.
-#[derive(Debug, Default)]
-pub struct ServerStatements {
-    used: HashMap<u64, (u64, [u8; 23])>,
-    tick: u64,
-}
-
-impl ServerStatements {
-    /// True if the server holds the statement; marks it used.
-    #[inline]
-    pub fn touch(&mut self, id: u64) -> bool {
-        self.tick += 1;
-        match self.used.get_mut(&id) {
-            Some(e) => {
-                e.0 = self.tick;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Records a statement as prepared; returns the statements (content id
-    /// and server name) to close to stay within `max`.
-    pub fn add(&mut self, stmt: &Prepared, max: usize) -> Vec<(u64, [u8; 23])> {
-        self.tick += 1;
-        self.used.insert(stmt.id, (self.tick, stmt.server_name));
-        let mut evicted = Vec::new();
-        while max > 0 && self.used.len() > max {
-            let Some((&oldest, _)) = self
-                .used
-                .iter()
-                .filter(|(id, _)| **id != stmt.id)
-                .min_by_key(|(_, (t, _))| *t)
-            else {
-                break;
-            };
-            if let Some((_, name)) = self.used.remove(&oldest) {
-                evicted.push((oldest, name));
-            }
-        }
-        evicted
-    }
-
-    /// Forgets a statement (its Parse failed or was skipped).
-    pub fn remove(&mut self, id: u64) {
-        self.used.remove(&id);
-    }
-
-    /// Lists an evicted statement again: the Close that would have removed
-    /// it from the server was skipped after an error.
-    pub fn restore(&mut self, id: u64, server_name: [u8; 23]) {
-        self.tick += 1;
-        self.used.entry(id).or_insert((self.tick, server_name));
-    }
-
-    /// Forgets everything (DISCARD ALL / DEALLOCATE ALL ran on the server).
-    pub fn clear(&mut self) {
-        self.used.clear();
-    }
-
-    /// Statements held.
-    pub fn len(&self) -> usize {
-        self.used.len()
-    }
-
-    /// True when none is held.
-    pub fn is_empty(&self) -> bool {
-        self.used.is_empty()
-    }
-}
+/// The statements one server holds: content id to server name.
+pub type ServerStatements = crate::session::statements::ServerStatements<[u8; 23]>;
 
 #[cfg(test)]
 mod tests {
@@ -250,19 +182,5 @@ mod tests {
             (portal, stmt, &body[off..]),
             (&b""[..], &p.server_name[..], &[0u8, 0, 0, 0, 0, 0][..])
         );
-    }
-
-    #[test]
-    fn lru_evicts_least_recently_used() {
-        let mut s = ServerStatements::default();
-        let a = Prepared::new(b"a", &[0, 0], Fingerprint(1), false);
-        let b = Prepared::new(b"b", &[0, 0], Fingerprint(2), false);
-        let c = Prepared::new(b"c", &[0, 0], Fingerprint(3), false);
-        assert!(s.add(&a, 2).is_empty());
-        assert!(s.add(&b, 2).is_empty());
-        assert!(s.touch(a.id));
-        let ev = s.add(&c, 2);
-        assert_eq!(ev, vec![(b.id, b.server_name)]);
-        assert!(s.touch(a.id) && s.touch(c.id) && !s.touch(b.id));
     }
 }

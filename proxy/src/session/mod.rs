@@ -8,6 +8,7 @@
 //!   hooks (checkout timing, counters, statement latency, N+1).
 //! - [`leak`]: the leaked-transaction watch.
 //! - [`pins`]: session state that keeps a client on its server.
+//! - [`statements`]: the prepared statements a server holds (bounded LRU).
 //!
 //! A front end owns the socket, the wire format and what only its
 //! protocol knows (statement names, parameters, result shapes), and calls
@@ -18,6 +19,7 @@ pub mod leak;
 pub mod lifecycle;
 pub mod pins;
 pub mod refusal;
+pub mod statements;
 
 pub use lifecycle::Core;
 pub use refusal::Refusal;

@@ -16,6 +16,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+[ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
+command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -37,16 +39,16 @@ if [ ! -f "/$example" ] && [ ! -f /etc/pgbouncer/pgbouncer.ini ] && [ ! -f "targ
 fi
 
 # psycopg 3 and asyncpg for the driver compatibility tests, in a venv under target/.
-# PyMySQL for the MySQL driver tests, in the same venv.
-if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c "import psycopg, asyncpg, pymysql" 2>/dev/null; then
+# PyMySQL and mysql-connector-python for the MySQL driver tests, in the same venv.
+if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c "import psycopg, asyncpg, pymysql, mysql.connector" 2>/dev/null; then
   python3 -m venv target/pyenv 2>/dev/null || { apt-get install -y -qq python3-venv && python3 -m venv target/pyenv; }
-  target/pyenv/bin/pip install -q "psycopg[binary]>=3.1,<4" "asyncpg>=0.29,<1" "PyMySQL>=1.0,<2"
+  target/pyenv/bin/pip install -q "psycopg[binary]>=3.1,<4" "asyncpg>=0.29,<1" "PyMySQL>=1.0,<2" "mysql-connector-python>=8,<10"
 fi
 
-# node-postgres for the driver compatibility tests, under target/node.
-if [ ! -f target/node/node_modules/pg/package.json ]; then
+# node-postgres and mysql2 for the driver compatibility tests, under target/node.
+if [ ! -f target/node/node_modules/pg/package.json ] || [ ! -f target/node/node_modules/mysql2/package.json ]; then
   mkdir -p target/node
-  npm install --silent --no-audit --no-fund --prefix target/node "pg@8"
+  npm install --silent --no-audit --no-fund --prefix target/node "pg@8" "mysql2@3"
 fi
 
 # Benches and examples are not run by the tests; make sure they still build.

@@ -603,7 +603,7 @@ pub(crate) fn python_with(module: &str) -> PathBuf {
 }
 
 /// Runs a driver program off the async threads; returns (success, output).
-async fn run_driver(cmd: std::process::Command, timeout: Duration) -> (bool, String) {
+pub(crate) async fn run_driver(cmd: std::process::Command, timeout: Duration) -> (bool, String) {
     tokio::task::spawn_blocking(move || run(cmd, timeout))
         .await
         .unwrap()

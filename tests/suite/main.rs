@@ -31,6 +31,8 @@ mod deploy;
 mod mysql;
 // MySQL server-side prepared statements: ids per client, across servers.
 mod mysql_prepared;
+// MySQL drivers' prepared statements and sysbench through small pools.
+mod mysql_drivers;
 // The web page and JSON API: basic auth, answers, headless Chromium.
 mod web;
 // `sqlmux init --from URL`: the written configuration serves the printed URL.

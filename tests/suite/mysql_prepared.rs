@@ -312,3 +312,71 @@ async fn a_failed_prepare_is_the_servers_error_and_leaves_no_statement() {
     let v: Option<i64> = c.exec_first("SELECT ? + 1", (1,)).await.unwrap();
     assert_eq!(v, Some(2));
 }
+
+/// COM_STMT_FETCH of `rows` rows from statement `id`.
+fn fetch(id: u32, rows: u32) -> Vec<u8> {
+    let mut p = vec![0x1c];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.extend_from_slice(&rows.to_le_bytes());
+    p
+}
+
+/// Binary rows (header 0x00) in an answer.
+fn rows_in(answer: &[Vec<u8>]) -> usize {
+    answer
+        .iter()
+        .filter(|p| p.first() == Some(&0) && p.len() > 1)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_keeps_its_server_until_it_is_exhausted_or_closed() {
+    let db = fresh_db("ps_cursor");
+    let p = start(&db, 1, "").await;
+    let mut a = Raw::login(p.mysql_addr(), &db).await;
+    let mut b = Raw::login(p.mysql_addr(), &db).await;
+    let s = a.prepare("SELECT seq FROM seq_1_to_5").await;
+    let mut open = execute(s, None, &[]);
+    open.truncate(10);
+    open[5] = 1; // CURSOR_TYPE_READ_ONLY
+    let answer = a.command(&open).await;
+    assert_eq!(rows_in(&answer), 0, "rows stay on the server: {answer:?}");
+    let answer = a.command(&fetch(s, 2)).await;
+    assert_eq!(rows_in(&answer), 2, "{answer:?}");
+    let answer = a.command(&fetch(s, 10)).await;
+    assert_eq!(rows_in(&answer), 3, "the rest: {answer:?}");
+    // Exhausted: the one server is free for B.
+    assert!(contains(&b.command(b"\x03SELECT 'b1'").await, b"b1"));
+    let answer = a.command(&fetch(s, 1)).await;
+    assert_eq!(err_code(&answer), Some(1421), "no open cursor");
+
+    // Closing a statement with an open cursor frees the server too.
+    a.command(&open).await;
+    let mut close = vec![0x19];
+    close.extend_from_slice(&s.to_le_bytes());
+    a.send(&close).await;
+    assert!(contains(&b.command(b"\x03SELECT 'b2'").await, b"b2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insight_times_each_execute_under_the_statements_fingerprint() {
+    let db = fresh_db("ps_insight");
+    let p = start(&db, 1, "").await;
+    let mut c = connect(&p, &db).await;
+    let stmt = c.prep("SELECT ? + 7").await.unwrap();
+    for i in 0..6 {
+        let _: Option<i64> = c.exec_first(&stmt, (i,)).await.unwrap();
+    }
+    let admin = connect_url(&format!(
+        "host=127.0.0.1 port={} user=admin password=admin-pass dbname=sqlmux",
+        p.admin_addr().port()
+    ))
+    .await
+    .expect("admin login");
+    let rows = admin_rows(&admin, "SHOW STATEMENTS").await;
+    let calls: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["query"].as_str(), r["calls"].as_str()))
+        .collect();
+    assert!(calls.contains(&("select ? + ?", "6")), "{calls:?}");
+}

@@ -15,7 +15,8 @@
 //! - [`pgbench`]: one pgbench run, its summary and latency log.
 //! - [`idle`]: a minimal login-only client for the idle-client scenario.
 //! - [`mysql`]: `compare-mysql`, sysbench against MariaDB directly and
-//!   through sqlmux.
+//!   through sqlmux (text and prepared statements).
+//! - [`proxysql`]: ProxySQL as a third `compare-mysql` target.
 //! - [`scenario`]: the matrix.
 //! - [`report`]: aggregation, the table, the targets, JSON.
 
@@ -23,6 +24,7 @@ mod idle;
 mod mysql;
 mod pgbench;
 mod procs;
+mod proxysql;
 mod report;
 mod scenario;
 mod sys;

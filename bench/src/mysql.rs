@@ -3,8 +3,11 @@
 //! sqlmux's CPU per transaction (utime + stime from /proc) and the ratios.
 //!
 //! Scenarios: `oltp_point_select` and `oltp_read_only` with
-//! `--db-ps-mode=disable` (text protocol) at 16 and 64 threads, over a pool
-//! of [`targets::POOL_SIZE`] servers.
+//! `--db-ps-mode=disable` (text protocol) at 16 and 64 threads, and with
+//! `--db-ps-mode=auto` (server-side prepared statements) at 16, 64 and 256
+//! threads, over a pool of [`targets::POOL_SIZE`] servers. With
+//! `--proxysql PATH`, ProxySQL runs as a third target with the same pool
+//! size ([`crate::proxysql`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -31,15 +34,22 @@ pub struct MysqlArgs {
     /// sqlmux binary to run (default: build target/release/sqlmux).
     #[arg(long, value_name = "PATH")]
     sqlmux: Option<std::path::PathBuf>,
+    /// ProxySQL binary to compare with (same pool size, multiplexing on).
+    #[arg(long, value_name = "PATH")]
+    proxysql: Option<std::path::PathBuf>,
 }
 
 /// Where sysbench connects.
 #[derive(Debug, Clone)]
-struct MyEndpoint {
-    port: u16,
-    user: &'static str,
-    password: &'static str,
-    db: &'static str,
+pub struct MyEndpoint {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// User name.
+    pub user: &'static str,
+    /// Password.
+    pub password: &'static str,
+    /// Database.
+    pub db: &'static str,
 }
 
 /// One sysbench run's numbers.
@@ -54,12 +64,25 @@ struct RunResult {
     cpu_us: Option<(f64, f64)>,
 }
 
-const SCENARIOS: &[(&str, u32)] = &[
-    ("oltp_point_select", 16),
-    ("oltp_point_select", 64),
-    ("oltp_read_only", 16),
-    ("oltp_read_only", 64),
+/// One sysbench configuration: test, threads, `--db-ps-mode`.
+type Scenario = (&'static str, u32, &'static str);
+
+const SCENARIOS: &[Scenario] = &[
+    ("oltp_point_select", 16, "disable"),
+    ("oltp_point_select", 64, "disable"),
+    ("oltp_read_only", 16, "disable"),
+    ("oltp_read_only", 64, "disable"),
+    ("oltp_point_select", 16, "auto"),
+    ("oltp_point_select", 64, "auto"),
+    ("oltp_point_select", 256, "auto"),
+    ("oltp_read_only", 64, "auto"),
 ];
+
+/// A scenario's runs on each target: direct, sqlmux, ProxySQL.
+struct Row {
+    scenario: Scenario,
+    runs: [Vec<RunResult>; 3],
+}
 
 /// Runs the comparison and prints the table.
 pub fn compare(args: MysqlArgs) -> Result<()> {
@@ -83,49 +106,59 @@ pub fn compare(args: MysqlArgs) -> Result<()> {
         db: "app",
     };
     eprintln!("sysbench prepare: 4 tables of {} rows", args.table_size);
-    let prep = sysbench_cmd(&sysbench, "oltp_read_only", &direct, 4, &args, "prepare");
+    let prep = sysbench_cmd(&sysbench, SCENARIOS[2], &direct, &args, "prepare");
     let out = procs::run_tool(prep, Duration::from_secs(600))?;
     if !out.success() {
         bail!("sysbench prepare failed:\n{}{}", out.stdout, out.stderr);
     }
     let proxy = start_sqlmux(&bin, scratch.path(), &direct)?;
-    let through = MyEndpoint {
-        port: proxy.1,
-        ..direct.clone()
+    let proxysql = match &args.proxysql {
+        Some(p) => Some(crate::proxysql::start(p, scratch.path(), &direct)?),
+        None => None,
     };
-    let mut rows: Vec<(&str, u32, Vec<RunResult>, Vec<RunResult>)> = SCENARIOS
+    let mut targets: Vec<(MyEndpoint, Option<u32>)> = vec![(direct.clone(), None)];
+    targets.push((direct.at(proxy.1), Some(proxy.0.pid())));
+    if let Some((server, port)) = &proxysql {
+        targets.push((direct.at(*port), Some(server.pid())));
+    }
+    let mut rows: Vec<Row> = SCENARIOS
         .iter()
-        .map(|(s, t)| (*s, *t, Vec::new(), Vec::new()))
+        .map(|s| Row {
+            scenario: *s,
+            runs: Default::default(),
+        })
         .collect();
     for round in 1..=args.runs {
         for row in rows.iter_mut() {
-            let d = one_run(&sysbench, row.0, row.1, &direct, None, &args)?;
-            let s = one_run(
-                &sysbench,
-                row.0,
-                row.1,
-                &through,
-                Some(proxy.0.pid()),
-                &args,
-            )?;
-            eprintln!(
-                "round {round} {:<18} t={:<3} direct {:>8.0} tps  sqlmux {:>8.0} tps",
-                row.0, row.1, d.tps, s.tps
-            );
-            row.2.push(d);
-            row.3.push(s);
+            let mut line = format!("round {round} {:?}", row.scenario);
+            for (i, (ep, pid)) in targets.iter().enumerate() {
+                let r = one_run(&sysbench, row.scenario, ep, *pid, &args)?;
+                line += &format!(" {:.0} tps", r.tps);
+                row.runs[i].push(r);
+            }
+            eprintln!("{line}");
         }
     }
-    print!("{}", render(&args, &rows));
+    print!("{}", render(&args, &rows, proxysql.is_some()));
     drop(proxy);
+    drop(proxysql);
     Ok(())
+}
+
+impl MyEndpoint {
+    /// The same database and user on another port.
+    fn at(&self, port: u16) -> MyEndpoint {
+        MyEndpoint {
+            port,
+            ..self.clone()
+        }
+    }
 }
 
 fn sysbench_cmd(
     bin: &Path,
-    test: &str,
+    (test, threads, ps_mode): Scenario,
     ep: &MyEndpoint,
-    threads: u32,
     args: &MysqlArgs,
     verb: &str,
 ) -> Command {
@@ -141,7 +174,7 @@ fn sysbench_cmd(
         .arg("--tables=4")
         .arg(format!("--table-size={}", args.table_size))
         .arg(format!("--threads={threads}"))
-        .arg("--db-ps-mode=disable")
+        .arg(format!("--db-ps-mode={ps_mode}"))
         .arg(format!("--time={}", args.duration))
         .arg("--report-interval=0")
         .arg(verb);
@@ -180,14 +213,14 @@ fn start_sqlmux(bin: &Path, dir: &Path, upstream: &MyEndpoint) -> Result<(Server
 
 fn one_run(
     bin: &Path,
-    test: &str,
-    threads: u32,
+    scenario: Scenario,
     ep: &MyEndpoint,
     proxy_pid: Option<u32>,
     args: &MysqlArgs,
 ) -> Result<RunResult> {
+    let test = scenario.0;
     let ticks0 = proxy_pid.and_then(sys::cpu_ticks_split);
-    let cmd = sysbench_cmd(bin, test, ep, threads, args, "run");
+    let cmd = sysbench_cmd(bin, scenario, ep, args, "run");
     let out = procs::run_tool(cmd, Duration::from_secs(args.duration + 120))?;
     let ticks1 = proxy_pid.and_then(sys::cpu_ticks_split);
     if !out.success() {
@@ -230,30 +263,54 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-type Row<'a> = (&'a str, u32, Vec<RunResult>, Vec<RunResult>);
+/// Median tps, p95 latency and CPU per transaction (user, system) of runs.
+fn medians(runs: &[RunResult]) -> (f64, f64, f64, f64) {
+    let m = |f: &dyn Fn(&RunResult) -> Option<f64>| median(runs.iter().filter_map(f).collect());
+    (
+        m(&|r| Some(r.tps)),
+        m(&|r| Some(r.latency_p95_ms)),
+        m(&|r| r.cpu_us.map(|c| c.0)),
+        m(&|r| r.cpu_us.map(|c| c.1)),
+    )
+}
 
-fn render(args: &MysqlArgs, rows: &[Row<'_>]) -> String {
+fn render(args: &MysqlArgs, rows: &[Row], proxysql: bool) -> String {
     let mut s = format!(
-        "\nMySQL: sysbench --db-ps-mode=disable, {} s x {} rounds, pool {} (medians)\n\n",
+        "\nMySQL: sysbench, {} s x {} rounds, pool {} (medians)\n\n",
         args.duration,
         args.runs,
         targets::POOL_SIZE
     );
-    s += "| scenario | threads | direct tps | sqlmux tps | ratio | sqlmux p95 ms (direct) | sqlmux CPU us/tx (usr+sys) | errors |\n";
-    s += "|---|---|---|---|---|---|---|---|\n";
-    for (test, threads, d, m) in rows {
-        let dt = median(d.iter().map(|r| r.tps).collect());
-        let mt = median(m.iter().map(|r| r.tps).collect());
-        let usr = median(m.iter().filter_map(|r| r.cpu_us.map(|c| c.0)).collect());
-        let sys = median(m.iter().filter_map(|r| r.cpu_us.map(|c| c.1)).collect());
-        let p95 = median(m.iter().map(|r| r.latency_p95_ms).collect());
-        let dp95 = median(d.iter().map(|r| r.latency_p95_ms).collect());
-        let errors: u64 = m.iter().map(|r| r.errors).sum();
+    s += "| scenario | ps-mode | threads | direct tps | sqlmux tps | ratio | sqlmux p95 ms (direct) | sqlmux CPU us/tx (usr+sys) |";
+    s += if proxysql {
+        " ProxySQL tps | ratio | ProxySQL CPU us/tx (usr+sys) | errors |\n"
+    } else {
+        " errors |\n"
+    };
+    s += if proxysql {
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    } else {
+        "|---|---|---|---|---|---|---|---|---|\n"
+    };
+    for row in rows {
+        let (test, threads, ps) = row.scenario;
+        let (dt, dp95, _, _) = medians(&row.runs[0]);
+        let (mt, p95, usr, sys) = medians(&row.runs[1]);
         s += &format!(
-            "| {test} | {threads} | {dt:.0} | {mt:.0} | {:.2}x | {p95:.2} ({dp95:.2}) | {:.1} ({usr:.1}+{sys:.1}) | {errors} |\n",
+            "| {test} | {ps} | {threads} | {dt:.0} | {mt:.0} | {:.2}x | {p95:.2} ({dp95:.2}) | {:.1} ({usr:.1}+{sys:.1}) |",
             mt / dt,
             usr + sys
         );
+        if proxysql {
+            let (pt, _, pu, psys) = medians(&row.runs[2]);
+            s += &format!(
+                " {pt:.0} | {:.2}x | {:.1} ({pu:.1}+{psys:.1}) |",
+                pt / dt,
+                pu + psys
+            );
+        }
+        let errors: u64 = row.runs[1..].iter().flatten().map(|r| r.errors).sum();
+        s += &format!(" {errors} |\n");
     }
     s
 }

@@ -87,6 +87,9 @@ for t in threads: t.join()
 assert not errors, errors
 cur.execute("SELECT SUM(n) FROM t WHERE id > %s", (0,))
 assert int(cur.fetchone()[0]) == 180
+text = c.cursor()
+text.execute("SELECT v FROM t WHERE id = %s", (7,))
+assert text.fetchone()[0] == "v7"
 print("ids:" + " ".join(ids))
 print("ok")
 "#,

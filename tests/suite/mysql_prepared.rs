@@ -66,19 +66,25 @@ async fn a_statement_is_prepared_again_on_the_next_server() {
     let stmt = c.prep("SELECT CONNECTION_ID(), ? * 2").await.unwrap();
     let (first, v): (u64, i64) = c.exec_first(&stmt, (21,)).await.unwrap().unwrap();
     assert_eq!(v, 42);
-    shared_mariadb().sql(&format!("KILL {first}"));
-    let mut second = first;
-    for _ in 0..50 {
-        // The killed server is noticed at checkout; the statement follows.
-        let (id, v): (u64, i64) = c.exec_first(&stmt, (5,)).await.unwrap().unwrap();
-        assert_eq!(v, 10);
-        second = id;
-        if second != first {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kill_and_wait(first).await;
+    // The killed server is noticed at checkout; the statement follows.
+    let (second, v): (u64, i64) = c.exec_first(&stmt, (5,)).await.unwrap().unwrap();
+    assert_eq!(v, 10);
     assert_ne!(second, first, "the statement ran on a new server");
+}
+
+/// Ends server connection `id` and waits until MariaDB has let it go.
+async fn kill_and_wait(id: u64) {
+    let m = shared_mariadb();
+    m.sql(&format!("KILL {id}"));
+    let gone = format!("SELECT COUNT(*) FROM information_schema.processlist WHERE id = {id};");
+    for _ in 0..100 {
+        if m.sql(&gone).trim().ends_with('0') {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("connection {id} still listed after KILL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,4 +385,34 @@ async fn insight_times_each_execute_under_the_statements_fingerprint() {
         .map(|r| (r["query"].as_str(), r["calls"].as_str()))
         .collect();
     assert!(calls.contains(&("select ? + ?", "6")), "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_keeps_the_schema_it_was_prepared_in_on_a_new_server() {
+    let db = fresh_db("ps_schema");
+    let other = fresh_db("ps_schema_b");
+    let p = start(&db, 1, "").await;
+    let mut c = connect(&p, &db).await;
+    c.query_drop("CREATE TABLE t (v VARCHAR(10)); INSERT INTO t VALUES ('home')")
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE `{other}`.t (v VARCHAR(10)); INSERT INTO `{other}`.t VALUES ('other')"
+    ))
+    .await
+    .unwrap();
+    let stmt = c.prep("SELECT v, CONNECTION_ID() FROM t").await.unwrap();
+    let (v, first): (String, u64) = c.exec_first(&stmt, ()).await.unwrap().unwrap();
+    assert_eq!(v, "home");
+    kill_and_wait(first).await;
+    c.query_drop(format!("USE `{other}`")).await.unwrap();
+    let (v, second): (String, u64) = c.exec_first(&stmt, ()).await.unwrap().unwrap();
+    assert_ne!(second, first, "a new server");
+    assert_eq!(v, "home", "names resolve where the statement was prepared");
+    let here: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap();
+    assert_eq!(
+        here.as_deref(),
+        Some(other.as_str()),
+        "the client's own schema"
+    );
 }

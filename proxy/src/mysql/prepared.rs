@@ -36,6 +36,9 @@ pub struct StmtMeta {
     pub query: Box<[u8]>,
     /// Parameter placeholders.
     pub params: u16,
+    /// Default schema when it was prepared: names in the query resolve
+    /// there on every server, as MySQL re-prepares in it.
+    pub schema: Option<Box<str>>,
     /// What the query text means to sqlmux (fingerprint, pins).
     pub statement: Statement,
     /// The prepare response as the server sent it (headers included).
@@ -45,7 +48,7 @@ pub struct StmtMeta {
 impl StmtMeta {
     /// A statement's description from its prepare response.
     pub fn new(
-        id: u64,
+        (id, schema): (u64, Option<Box<str>>),
         query: &[u8],
         params: u16,
         statement: Statement,
@@ -55,6 +58,7 @@ impl StmtMeta {
             id,
             query: query.into(),
             params,
+            schema,
             statement,
             response: response.into(),
         }
@@ -213,7 +217,14 @@ mod tests {
         // Prepare OK for server statement 7, no parameters, no columns.
         let response = [12, 0, 0, 1, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let id = content_id(query, &SessionVars::default());
-        Arc::new(StmtMeta::new(id, query, 0, Statement::default(), &response))
+        let key = (id, None);
+        Arc::new(StmtMeta::new(
+            key,
+            query,
+            0,
+            Statement::default(),
+            &response,
+        ))
     }
 
     #[test]

@@ -229,6 +229,7 @@ impl Session {
     async fn reset(&mut self) {
         self.vars.vars.clear();
         self.stmts.clear();
+        self.publish_statement_count();
         self.core.pins.clear_all();
         self.core.info.set_pin(self.core.pins.reason());
         self.last_insert_id = 0;

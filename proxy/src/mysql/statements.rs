@@ -96,7 +96,15 @@ impl Session {
         };
         let client_id = self.stmts.add(meta.clone());
         meta.write_response(&mut self.client.out, client_id);
+        self.publish_statement_count();
         None
+    }
+
+    /// Publishes the client's statement count (SHOW CLIENTS).
+    pub(super) fn publish_statement_count(&self) {
+        let n = self.stmts.len();
+        let count = &self.core.info.prepared_statements;
+        count.store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Prepares on the leased server (borrowing one): the description, or
@@ -119,7 +127,8 @@ impl Session {
         };
         let meta = match prepare_on(server, id, query, max).await {
             Ok((ok, response)) => {
-                Arc::new(StmtMeta::new(id, query, ok.params, statement, &response))
+                let key = (id, self.vars.schema.clone());
+                Arc::new(StmtMeta::new(key, query, ok.params, statement, &response))
             }
             Err(CommandError::Server {
                 code,
@@ -206,6 +215,7 @@ impl Session {
     async fn close_statement(&mut self, payload: &[u8]) -> Option<End> {
         let id = stmt::statement_id(payload).unwrap_or(0);
         let cs = self.stmts.remove(id)?;
+        self.publish_statement_count();
         let server = self.core.server()?;
         if !server.status.cursor_exists() {
             return None;
@@ -321,8 +331,8 @@ impl Session {
         {
             return Ok(id);
         }
-        match prepare_on(server, meta.id, &meta.query, max).await {
-            Ok((ok, _)) => Ok(ok.statement_id),
+        match prepare_in_schema(server, meta, max).await {
+            Ok(id) => Ok(id),
             Err(CommandError::Server {
                 code,
                 state,
@@ -354,6 +364,30 @@ impl Session {
             .await
             .map_err(|e| Unbound::Broken(PumpError::ServerGone(e.to_string())))
     }
+}
+
+/// Prepares `meta` on `server` in the schema it was first prepared in
+/// (the server goes back to the client's schema after).
+async fn prepare_in_schema(
+    server: &mut MyServer,
+    meta: &StmtMeta,
+    max: usize,
+) -> Result<u32, CommandError> {
+    let current = server.session.schema.clone();
+    let elsewhere = meta.schema.is_some() && meta.schema != current;
+    if let (true, Some(schema)) = (elsewhere, &meta.schema) {
+        server.init_db(schema).await?;
+    }
+    let prepared = prepare_on(server, meta.id, &meta.query, max).await;
+    if elsewhere {
+        // No command unsets a schema: a client without one loses the server.
+        let back = match &current {
+            Some(schema) => server.init_db(schema).await.is_ok(),
+            None => false,
+        };
+        server.dirty |= !back;
+    }
+    Ok(prepared?.0.statement_id)
 }
 
 /// Prepares `query` on `server` as statement `id`, closing what the

@@ -18,6 +18,7 @@ command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 [ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
 command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
+php -m 2>/dev/null | grep -qx pdo_mysql || need+=(php-cli php-mysql)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

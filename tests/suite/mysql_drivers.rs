@@ -1,7 +1,8 @@
 //! MySQL drivers' server-side prepared statements through sqlmux, each
 //! over a pool smaller than its client count: mysql-connector-python
 //! (`prepared=True`), Node's mysql2 `execute()`, MariaDB Connector/J with
-//! `useServerPrepStmts=true`, and sysbench with `--db-ps-mode=auto`. Each
+//! `useServerPrepStmts=true`, PHP's PDO with native prepares, and sysbench
+//! with `--db-ps-mode=auto`. Each
 //! driver reports the server connection ids its statements ran on: a
 //! statement prepared once must work on every server of the pool.
 //! scripts/test.sh installs the drivers.
@@ -258,6 +259,58 @@ public class MyJdbcCheck {
     }
 }
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_pdo_native_prepares_work_across_servers() {
+    let db = fresh_db("ps_pdo");
+    let p = start(&db, 2, "").await;
+    let script = format!(
+        r#"
+$dsn = "mysql:host=127.0.0.1;port={port};dbname={db}";
+$opts = [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_EMULATE_PREPARES => false];
+$setup = new PDO($dsn, "app", "app-pass", $opts);
+$setup->exec("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))");
+$ins = $setup->prepare("INSERT INTO t VALUES (?, ?)");
+for ($i = 1; $i <= 40; $i++) $ins->execute([$i, "v$i"]);
+$conns = [];
+for ($k = 0; $k < 6; $k++) {{
+  $c = new PDO($dsn, "app", "app-pass", $opts);
+  $conns[] = [$c, $c->prepare("SELECT v, CONNECTION_ID() FROM t WHERE id = ?")];
+}}
+$ids = [];
+for ($i = 0; $i < 30; $i++) {{
+  foreach ($conns as $k => [$c, $sel]) {{
+    $id = ($k * 30 + $i) % 40 + 1;
+    if ($i % 2 == 0) {{
+      // Another client holds a server in a transaction meanwhile.
+      $other = $conns[($k + 1) % 6][0];
+      $other->beginTransaction();
+      $other->query("SELECT 1")->fetchAll();
+    }}
+    $sel->execute([$id]);
+    [$v, $server] = $sel->fetch(PDO::FETCH_NUM);
+    $sel->closeCursor();
+    if ($v !== "v$id") throw new Exception("bad row $v for $id");
+    $ids[] = "$k=$server";
+    if ($i % 2 == 0) $other->commit();
+  }}
+}}
+try {{
+  $conns[0][0]->prepare("SELECT * FROM no_such_table WHERE id = ?")->execute([1]);
+  throw new Exception("no error");
+}} catch (PDOException $e) {{
+  if ($e->errorInfo[1] != 1146) throw $e;
+}}
+echo "ids:" . implode(" ", $ids) . "\nok\n";
+"#,
+        port = p.mysql_addr().port()
+    );
+    let mut cmd = std::process::Command::new("php");
+    cmd.arg("-r").arg(script);
+    let (ok, out) = run_driver(cmd, Duration::from_secs(60)).await;
+    assert!(ok && out.contains("ok"), "{out}");
+    check_servers(&out, 2);
+}
 
 /// A proxy in front of `db` whose servers log in as `server_user`.
 async fn start_as(db: &str, size: usize, server_user: &str) -> Proxy {

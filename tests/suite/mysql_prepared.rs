@@ -416,3 +416,24 @@ async fn a_statement_keeps_the_schema_it_was_prepared_in_on_a_new_server() {
         "the client's own schema"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_data_beyond_the_packet_limit_gets_an_error_not_memory() {
+    let db = fresh_db("ps_long");
+    let p = start(&db, 1, "[general]\nmax_message_size = 4096\n").await;
+    let mut a = Raw::login(p.mysql_addr(), &db).await;
+    let s = a.prepare("SELECT CONCAT('n', LENGTH(?))").await;
+    let mut long = vec![0x18];
+    long.extend_from_slice(&s.to_le_bytes());
+    long.extend_from_slice(&0u16.to_le_bytes());
+    long.extend_from_slice(&[b'x'; 3000]);
+    a.send(&long).await;
+    a.send(&long).await;
+    let answer = a.command(&execute(s, Some(VAR_STRING), &[])).await;
+    assert_eq!(err_code(&answer), Some(1210), "{answer:?}");
+    let mut small = long[..7].to_vec();
+    small.extend_from_slice(b"four");
+    a.send(&small).await;
+    let answer = a.command(&execute(s, Some(VAR_STRING), &[])).await;
+    assert!(contains(&answer, b"n4"), "{answer:?}");
+}

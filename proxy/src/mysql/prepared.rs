@@ -101,6 +101,32 @@ pub struct ClientStmt {
     pub types: Option<Box<[u8]>>,
     /// COM_STMT_SEND_LONG_DATA held for the next EXECUTE: parameter, data.
     pub long_data: Vec<(u16, Box<[u8]>)>,
+    /// Long data bytes held, or None once they passed the limit (the
+    /// EXECUTE then gets an ERR, as from a server).
+    pub long_bytes: Option<usize>,
+}
+
+impl ClientStmt {
+    /// Holds a piece of long data unless the total would exceed `max`.
+    pub fn hold_long_data(&mut self, param: u16, data: &[u8], max: usize) {
+        let total = self
+            .long_bytes
+            .map(|n| n + data.len())
+            .filter(|&n| n <= max);
+        self.long_bytes = total;
+        match total {
+            Some(_) => self.long_data.push((param, data.into())),
+            None => self.long_data = Vec::new(),
+        }
+    }
+
+    /// Takes the held long data for an EXECUTE; None if it overflowed.
+    pub fn take_long_data(&mut self) -> Option<Vec<(u16, Box<[u8]>)>> {
+        let ok = self.long_bytes.is_some();
+        self.long_bytes = Some(0);
+        let held = std::mem::take(&mut self.long_data);
+        ok.then_some(held)
+    }
 }
 
 /// A client's statements by the ids sqlmux gave it.
@@ -121,6 +147,7 @@ impl ClientStatements {
             meta,
             types: None,
             long_data: Vec::new(),
+            long_bytes: Some(0),
         };
         self.by_id.insert(self.last_id, stmt);
         self.last_id
@@ -259,6 +286,19 @@ mod tests {
         assert!(c.remove(a).is_some() && c.get_mut(a).is_none());
         c.clear();
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn long_data_is_bounded() {
+        let mut c = ClientStatements::default();
+        let id = c.add(meta(b"a"));
+        let s = c.get_mut(id).unwrap();
+        s.hold_long_data(0, b"abc", 5);
+        assert_eq!(s.take_long_data().map(|v| v.len()), Some(1));
+        s.hold_long_data(0, b"abc", 5);
+        s.hold_long_data(0, b"abc", 5);
+        assert_eq!(s.take_long_data(), None, "over the limit");
+        assert_eq!(s.take_long_data(), Some(Vec::new()), "reset after");
     }
 
     #[test]

@@ -204,8 +204,9 @@ impl Session {
     /// (no answer, as from a server).
     fn long_data(&mut self, payload: &[u8]) {
         let id = stmt::statement_id(payload).unwrap_or(0);
+        let max = self.max_packet;
         if let (Some(cs), Ok((param, data))) = (self.stmts.get_mut(id), stmt::long_data(payload)) {
-            cs.long_data.push((param, data.into()));
+            cs.hold_long_data(param, data, max);
         }
     }
 
@@ -234,7 +235,7 @@ impl Session {
     /// client's server is closed there, otherwise sqlmux answers OK.
     async fn reset_statement(&mut self, payload: BytesMut) -> Option<End> {
         let (_, cs) = self.client_statement(&payload, "mysqld_stmt_reset")?;
-        cs.long_data.clear();
+        cs.take_long_data();
         let meta = cs.meta.clone();
         let on_server = self
             .core
@@ -286,10 +287,7 @@ impl Session {
     /// sent ahead.
     pub(super) async fn bind(&mut self, p: Pending) -> Result<BytesMut, Unbound> {
         let held = match p.kind {
-            Kind::Execute { client_id, .. } => self
-                .stmts
-                .get_mut(client_id)
-                .map_or_else(Vec::new, |c| std::mem::take(&mut c.long_data)),
+            Kind::Execute { client_id, .. } => self.held_long_data(client_id)?,
             _ => Vec::new(),
         };
         let server_id = match p.kind {
@@ -311,6 +309,23 @@ impl Session {
             .get_mut(client_id)
             .and_then(|c| c.types.as_deref());
         Ok(layout.bind(&p.payload, server_id, types))
+    }
+
+    /// The long data held for a client statement's EXECUTE, or the ERR a
+    /// server gives when it was more than a packet may carry.
+    fn held_long_data(&mut self, client_id: u32) -> Result<Vec<(u16, Box<[u8]>)>, Unbound> {
+        let held = self.stmts.get_mut(client_id).map(|c| c.take_long_data());
+        match held {
+            Some(None) => {
+                let msg = "Parameter of prepared statement which is set through mysql_send_long_data() is longer than 'max_long_data_size' parameter";
+                encode_err(&mut self.client.out, 1, ER_WRONG_ARGUMENTS, "HY000", msg);
+                Err(Unbound::Answered {
+                    code: ER_WRONG_ARGUMENTS,
+                })
+            }
+            Some(Some(v)) => Ok(v),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The leased server's id for a statement it must already hold.

@@ -92,6 +92,9 @@ pub fn content_id(query: &[u8], vars: &SessionVars) -> u64 {
     h.digest()
 }
 
+/// Long data held for one EXECUTE: parameter number and bytes, in order.
+pub type LongData = Vec<(u16, Box<[u8]>)>;
+
 /// One statement a client prepared.
 #[derive(Debug)]
 pub struct ClientStmt {
@@ -100,7 +103,7 @@ pub struct ClientStmt {
     /// Parameter types from the client's last EXECUTE that sent them.
     pub types: Option<Box<[u8]>>,
     /// COM_STMT_SEND_LONG_DATA held for the next EXECUTE: parameter, data.
-    pub long_data: Vec<(u16, Box<[u8]>)>,
+    pub long_data: LongData,
     /// Long data bytes held, or None once they passed the limit (the
     /// EXECUTE then gets an ERR, as from a server).
     pub long_bytes: Option<usize>,
@@ -121,7 +124,7 @@ impl ClientStmt {
     }
 
     /// Takes the held long data for an EXECUTE; None if it overflowed.
-    pub fn take_long_data(&mut self) -> Option<Vec<(u16, Box<[u8]>)>> {
+    pub fn take_long_data(&mut self) -> Option<LongData> {
         let ok = self.long_bytes.is_some();
         self.long_bytes = Some(0);
         let held = std::mem::take(&mut self.long_data);

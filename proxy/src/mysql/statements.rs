@@ -12,7 +12,7 @@ use sqlmux_protocol::mysql::command::Command;
 use sqlmux_protocol::mysql::response::{PrepareOk, encode_err};
 use sqlmux_protocol::mysql::stmt::{self, Execute};
 
-use super::prepared::{StmtMeta, content_id};
+use super::prepared::{LongData, StmtMeta, content_id};
 use super::pump::PumpError;
 use super::reply;
 use super::server::{CommandError, MyServer};
@@ -313,7 +313,7 @@ impl Session {
 
     /// The long data held for a client statement's EXECUTE, or the ERR a
     /// server gives when it was more than a packet may carry.
-    fn held_long_data(&mut self, client_id: u32) -> Result<Vec<(u16, Box<[u8]>)>, Unbound> {
+    fn held_long_data(&mut self, client_id: u32) -> Result<LongData, Unbound> {
         let held = self.stmts.get_mut(client_id).map(|c| c.take_long_data());
         match held {
             Some(None) => {

@@ -200,4 +200,28 @@ mod tests {
         );
         assert!(check_socket_path(Path::new("/run/sqlmux/.s.PGSQL.6432")).is_ok());
     }
+
+    #[test]
+    fn socket_keys_are_checked_when_the_configuration_is_read() {
+        use crate::config::Config;
+        let e = Config::parse("[postgres]\nunix_socket_dir = \"run\"\n").unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("postgres.unix_socket_dir") && e.contains("absolute"),
+            "{e}"
+        );
+        let cfg = Config::parse("[mysql]\nunix_socket = \"/run/my.sock\"\n").unwrap();
+        assert!(
+            cfg.mysql.enabled,
+            "a MySQL socket alone turns the listener on"
+        );
+        assert_eq!(
+            cfg.mysql.unix_socket.as_deref(),
+            Some(Path::new("/run/my.sock"))
+        );
+        let long = format!("/{}", "d".repeat(100));
+        let text = format!("[[databases]]\nname = \"a\"\nhost = \"{long}\"\n");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("host") && e.contains("at most 107"), "{e}");
+    }
 }

@@ -30,6 +30,22 @@ pub enum Stream {
     TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+/// [`Stream::idle_check`] for either kind of socket: `read` runs only when
+/// the socket is readable.
+#[inline]
+fn idle_read(ready: Poll<io::Result<()>>, read: impl FnOnce() -> io::Result<usize>) -> IdleRead {
+    match ready {
+        Poll::Pending => IdleRead::Quiet,
+        Poll::Ready(Err(_)) => IdleRead::Closed,
+        Poll::Ready(Ok(())) => match read() {
+            Ok(0) => IdleRead::Closed,
+            Ok(n) => IdleRead::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdleRead::Quiet,
+            Err(_) => IdleRead::Closed,
+        },
+    }
+}
+
 /// The socket under a [`Stream`], TLS or not.
 enum Raw<'a> {
     Tcp(&'a TcpStream),
@@ -96,23 +112,9 @@ impl Stream {
     /// is not readable): `Data(n)` put `n` bytes into `tmp`.
     pub fn idle_check(&self, tmp: &mut [u8]) -> IdleRead {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let ready = match self.raw() {
-            Raw::Tcp(s) => s.poll_read_ready(&mut cx),
-            Raw::Unix(s) => s.poll_read_ready(&mut cx),
-        };
-        let read = match ready {
-            Poll::Pending => return IdleRead::Quiet,
-            Poll::Ready(Err(_)) => return IdleRead::Closed,
-            Poll::Ready(Ok(())) => match self.raw() {
-                Raw::Tcp(s) => s.try_read(tmp),
-                Raw::Unix(s) => s.try_read(tmp),
-            },
-        };
-        match read {
-            Ok(0) => IdleRead::Closed,
-            Ok(n) => IdleRead::Data(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdleRead::Quiet,
-            Err(_) => IdleRead::Closed,
+        match self.raw() {
+            Raw::Tcp(s) => idle_read(s.poll_read_ready(&mut cx), || s.try_read(tmp)),
+            Raw::Unix(s) => idle_read(s.poll_read_ready(&mut cx), || s.try_read(tmp)),
         }
     }
 

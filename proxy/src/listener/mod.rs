@@ -2,10 +2,11 @@
 //!
 //! TCP sockets are opened with socket2 (SO_REUSEADDR, a deep backlog) and
 //! handed to tokio; Unix-domain sockets (`postgres.unix_socket_dir`,
-//! `mysql.unix_socket`) are in [`crate::listener::unix`]. The accept loop stops when the proxy starts draining,
-//! backs off when the process runs out of file descriptors instead of
-//! spinning, and drops connections beyond a hard cap before reading a byte
-//! (the per-client limit with a protocol error is enforced at login).
+//! `mysql.unix_socket`) are in [`unix`]. The accept loop stops when the
+//! proxy starts draining (closing a Unix listener removes its file), backs
+//! off when the process runs out of file descriptors instead of spinning,
+//! and drops connections beyond a hard cap before reading a byte (the
+//! per-client limit with a protocol error is enforced at login).
 
 pub mod unix;
 

@@ -110,8 +110,8 @@ struct CompareArgs {
     /// Unix socket in DIR (default: the throwaway cluster's socket
     /// directory) instead of TCP; clients still use TCP, and the rows are
     /// labelled `server-unix`.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
-    server_unix: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    server_unix: Option<Option<PathBuf>>,
 }
 
 /// Settings after defaults.
@@ -235,10 +235,10 @@ fn compare(args: CompareArgs) -> Result<()> {
     let upstream = match &args.server_unix {
         None => direct.clone(),
         Some(dir) => {
-            let dir = match (dir.as_os_str().is_empty(), &_cluster) {
-                (false, _) => dir.clone(),
-                (true, Some(c)) => c.socket_dir().to_path_buf(),
-                (true, None) => bail!("--server-unix needs a directory when --pg is given"),
+            let dir = match (dir, &_cluster) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(c)) => c.socket_dir().to_path_buf(),
+                (None, None) => bail!("--server-unix needs a directory when --pg is given"),
             };
             Endpoint {
                 host: dir.display().to_string(),

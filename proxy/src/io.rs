@@ -79,12 +79,14 @@ impl Stream {
         matches!(self, Stream::Unix(_))
     }
 
-    /// Waits until the socket underneath is readable (under TLS: raw
-    /// bytes, which may not make a whole record).
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Ready when the socket underneath is readable (under TLS: raw
+    /// bytes, which may not make a whole record). Only the task that reads
+    /// the stream may poll it (the socket keeps one read waker).
+    #[inline]
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.raw() {
-            Raw::Tcp(s) => s.readable().await,
-            Raw::Unix(s) => s.readable().await,
+            Raw::Tcp(s) => s.poll_read_ready(cx),
+            Raw::Unix(s) => s.poll_read_ready(cx),
         }
     }
 

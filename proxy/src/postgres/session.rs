@@ -260,7 +260,7 @@ impl Session {
                 // while the client is quiet.
                 let readable = tokio::select! {
                     biased;
-                    r = self.client.readable() => r.is_ok(),
+                    r = std::future::poll_fn(|cx| self.client.poll_read_ready(cx)) => r.is_ok(),
                     _ = self.core.info.signals.wait(Signals::DRAIN) => {
                         self.send_refusal(&Refusal::ShuttingDown).await;
                         return Err(PumpEnd::ClientGone);

@@ -820,8 +820,9 @@ fn resolve(
     check_listen(&postgres.listen)
         .map_err(|m| invalid(find_line("listen"), "postgres.listen", m))?;
     if let Some(dir) = &postgres.unix_socket_dir {
-        // The longest file name the directory may have to hold.
-        crate::addr::check_socket_path(&crate::addr::pg_socket_path(dir, 65535))
+        // The directory, then the longest file name it may have to hold.
+        crate::addr::check_socket_path(dir)
+            .and_then(|()| crate::addr::check_socket_path(&crate::addr::pg_socket_path(dir, 65535)))
             .map_err(|m| invalid(find_line("unix_socket_dir"), "postgres.unix_socket_dir", m))?;
     }
 

@@ -108,6 +108,12 @@ struct CompareArgs {
     /// CPUs).
     #[arg(long, value_name = "N", default_value_t = 0)]
     workers: usize,
+    /// The proxies (sqlmux and PgBouncer) reach PostgreSQL through its
+    /// Unix socket in DIR (default: the throwaway cluster's socket
+    /// directory) instead of TCP; clients still use TCP, and the rows are
+    /// labelled `server-unix`.
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    server_unix: Option<Option<PathBuf>>,
 }
 
 /// Settings after defaults.
@@ -181,6 +187,10 @@ fn compare(args: CompareArgs) -> Result<()> {
     };
     let scenarios: Vec<Scenario> = scenario::all()
         .into_iter()
+        .map(|s| match args.server_unix {
+            Some(_) => s.server_unix(),
+            None => s,
+        })
         .filter(|s| wants(&s.key))
         .collect();
     let run_idle = wants("idle");
@@ -221,6 +231,21 @@ fn compare(args: CompareArgs) -> Result<()> {
             };
             _cluster = Some(cluster);
             ep
+        }
+    };
+    // What the proxies connect to: the same server, maybe over its socket.
+    let upstream = match &args.server_unix {
+        None => direct.clone(),
+        Some(dir) => {
+            let dir = match (dir, &_cluster) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(c)) => c.socket_dir().to_path_buf(),
+                (None, None) => bail!("--server-unix needs a directory when --pg is given"),
+            };
+            Endpoint {
+                host: dir.display().to_string(),
+                ..direct.clone()
+            }
         }
     };
     let pg_version = targets::psql(&direct, "SHOW server_version")?;
@@ -280,7 +305,7 @@ fn compare(args: CompareArgs) -> Result<()> {
         &sqlmux_bin,
         scratch.path(),
         "sqlmux",
-        &direct,
+        &upstream,
         &targets::SqlmuxSettings {
             insight: true,
             workers: args.workers,
@@ -292,7 +317,7 @@ fn compare(args: CompareArgs) -> Result<()> {
             &sqlmux_bin,
             scratch.path(),
             "sqlmux-noinsight",
-            &direct,
+            &upstream,
             &targets::SqlmuxSettings {
                 insight: false,
                 workers: args.workers,
@@ -306,7 +331,7 @@ fn compare(args: CompareArgs) -> Result<()> {
     let pgbouncer = match &pgb_bin {
         Some(bin) => {
             eprintln!("starting PgBouncer ({})", bin.display());
-            let b = targets::start_pgbouncer(bin, &scratch, "pgbouncer", &direct)?;
+            let b = targets::start_pgbouncer(bin, &scratch, "pgbouncer", &upstream)?;
             if let Some(n) = &b.prepared_note {
                 notes.push(format!(
                     "PgBouncer refused max_prepared_statements (\"{n}\"); it runs without it, so its -M prepared rows are expected to fail"
@@ -336,7 +361,7 @@ fn compare(args: CompareArgs) -> Result<()> {
                 &sqlmux_bin,
                 scratch.path(),
                 "sqlmux-idle",
-                &direct,
+                &upstream,
                 &targets::SqlmuxSettings {
                     insight: true,
                     workers: args.workers,
@@ -345,7 +370,8 @@ fn compare(args: CompareArgs) -> Result<()> {
         })?);
         if let Some(bin) = &pgb_bin {
             idle_results.push(idle_test("pgbouncer", &settings, || {
-                targets::start_pgbouncer(bin, &scratch, "pgbouncer-idle", &direct).map(|b| b.proxy)
+                targets::start_pgbouncer(bin, &scratch, "pgbouncer-idle", &upstream)
+                    .map(|b| b.proxy)
             })?);
         }
     }

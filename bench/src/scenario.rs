@@ -63,6 +63,18 @@ pub struct Scenario {
     pub targets: Vec<Target>,
 }
 
+impl Scenario {
+    /// The same load with the proxies reaching the server over its Unix
+    /// socket (`--server-unix`): key and label say so.
+    pub fn server_unix(self) -> Scenario {
+        Scenario {
+            key: format!("{}-server-unix", self.key),
+            label: format!("{} server-unix", self.label),
+            ..self
+        }
+    }
+}
+
 fn threads_for(clients: u32) -> u32 {
     if clients == 1 { 1 } else { 2 }
 }

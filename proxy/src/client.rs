@@ -6,11 +6,11 @@
 //! is touched only when a client connects or disconnects.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::addr::PeerAddr;
 use crate::config::Protocol;
 use crate::pool::unix_us;
 
@@ -106,10 +106,10 @@ pub struct ClientInfo {
     pub id: u64,
     /// Which front end accepted it.
     pub protocol: Protocol,
-    /// Client address.
-    pub addr: SocketAddr,
+    /// Client address (`unix` and the listener's port for a Unix socket).
+    pub addr: PeerAddr,
     /// Our listening address it connected to.
-    pub local_addr: SocketAddr,
+    pub local_addr: PeerAddr,
     /// When it connected.
     pub connect_time: SystemTime,
     /// Login user (set once after login).
@@ -193,8 +193,8 @@ impl ClientInfo {
     /// A new client in the login state.
     pub fn new(
         protocol: Protocol,
-        addr: SocketAddr,
-        local_addr: SocketAddr,
+        addr: PeerAddr,
+        local_addr: PeerAddr,
         cancel_key: (i32, i32),
     ) -> Self {
         let now = SystemTime::now();

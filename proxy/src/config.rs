@@ -229,6 +229,7 @@ struct FileAdmin {
 #[serde(deny_unknown_fields)]
 struct FilePostgres {
     listen: Option<String>,
+    unix_socket_dir: Option<String>,
     auth: Option<AuthMethod>,
     tls: Option<FileClientTls>,
     auth_user: Option<String>,
@@ -240,6 +241,7 @@ struct FilePostgres {
 #[serde(deny_unknown_fields)]
 struct FileMysql {
     listen: Option<String>,
+    unix_socket: Option<String>,
     auth: Option<MysqlAuth>,
     tls: Option<FileClientTls>,
 }
@@ -399,6 +401,8 @@ pub struct AdminConfig {
 pub struct PostgresConfig {
     /// `host:port` to listen on.
     pub listen: String,
+    /// Directory of a Unix socket listener too (`.s.PGSQL.<port>`).
+    pub unix_socket_dir: Option<PathBuf>,
     /// Client authentication method.
     pub auth: AuthMethod,
     /// TLS towards clients.
@@ -420,6 +424,8 @@ pub struct MysqlConfig {
     pub enabled: bool,
     /// `host:port` to listen on.
     pub listen: String,
+    /// Path of a Unix socket listener too.
+    pub unix_socket: Option<PathBuf>,
     /// The auth plugin offered to clients.
     pub auth: MysqlAuth,
     /// TLS towards clients.
@@ -535,7 +541,8 @@ pub struct DatabaseConfig {
     pub name: String,
     /// Wire protocol.
     pub protocol: Protocol,
-    /// Server host.
+    /// Server host, or a Unix socket: a directory (PostgreSQL) or the
+    /// socket file (MySQL) when it starts with `/`.
     pub host: String,
     /// Server port.
     pub port: u16,
@@ -773,20 +780,27 @@ fn resolve(
     admin.tls = resolve_client_tls(admin_file_tls, "admin.tls", tls_line, &abs, &invalid)?;
     let mysql = MysqlConfig {
         enabled: file.mysql.listen.is_some()
+            || file.mysql.unix_socket.is_some()
             || file
                 .databases
                 .iter()
                 .any(|d| d.get_ref().protocol == Protocol::Mysql),
         listen: file.mysql.listen.unwrap_or_else(|| "0.0.0.0:6033".into()),
+        unix_socket: file.mysql.unix_socket.map(PathBuf::from),
         auth: file.mysql.auth.unwrap_or(MysqlAuth::MysqlNativePassword),
         tls: mysql_tls,
     };
     check_listen(&mysql.listen).map_err(|m| invalid(find_line("listen"), "mysql.listen", m))?;
+    if let Some(p) = &mysql.unix_socket {
+        crate::addr::check_socket_path(p)
+            .map_err(|m| invalid(find_line("unix_socket"), "mysql.unix_socket", m))?;
+    }
     let postgres = PostgresConfig {
         listen: file
             .postgres
             .listen
             .unwrap_or_else(|| "0.0.0.0:6432".into()),
+        unix_socket_dir: file.postgres.unix_socket_dir.map(PathBuf::from),
         auth: file.postgres.auth.unwrap_or(AuthMethod::ScramSha256),
         tls: client_tls,
         auth_user: file.postgres.auth_user,
@@ -805,6 +819,12 @@ fn resolve(
     }
     check_listen(&postgres.listen)
         .map_err(|m| invalid(find_line("listen"), "postgres.listen", m))?;
+    if let Some(dir) = &postgres.unix_socket_dir {
+        // The directory, then the longest file name it may have to hold.
+        crate::addr::check_socket_path(dir)
+            .and_then(|()| crate::addr::check_socket_path(&crate::addr::pg_socket_path(dir, 65535)))
+            .map_err(|m| invalid(find_line("unix_socket_dir"), "postgres.unix_socket_dir", m))?;
+    }
 
     let pool = resolve_pool(&FilePool::default(), &file.pool, cpus)
         .map_err(|(k, m)| invalid(table_key_line(text, "[pool]", &k), &format!("pool.{k}"), m))?;
@@ -898,13 +918,18 @@ fn resolve(
         };
         crate::tls::connector(server_tls.mode, server_tls.ca.as_deref())
             .map_err(|m| invalid(line, &key("server_tls"), m))?;
+        let port = d.port.unwrap_or(match d.protocol {
+            Protocol::Postgres => 5432,
+            Protocol::Mysql => 3306,
+        });
+        if crate::addr::is_unix_host(&d.host) {
+            let path = crate::addr::server_socket_path(d.protocol, &d.host, port);
+            crate::addr::check_socket_path(&path).map_err(|m| invalid(line, &key("host"), m))?;
+        }
         databases.push(DatabaseConfig {
             server_tls,
             dbname: d.dbname.unwrap_or_else(|| d.name.clone()),
-            port: d.port.unwrap_or(match d.protocol {
-                Protocol::Postgres => 5432,
-                Protocol::Mysql => 3306,
-            }),
+            port,
             name: d.name,
             protocol: d.protocol,
             host: d.host,

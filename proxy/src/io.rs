@@ -2,8 +2,9 @@
 //!
 //! [`Stream`] is a TCP connection that may have been upgraded to TLS, on
 //! either side (sqlmux as TLS server towards clients, as TLS client towards
-//! servers). It is an enum, not a trait object, so the forwarding path pays
-//! one `match` per call.
+//! servers), or a Unix-domain socket (never upgraded: like libpq and
+//! PostgreSQL, sqlmux does not use TLS over a Unix socket). It is an enum,
+//! not a trait object, so the forwarding path pays one `match` per call.
 
 use std::io;
 use std::pin::Pin;
@@ -11,7 +12,7 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// Bytes requested from the kernel per read.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -21,10 +22,34 @@ pub const READ_CHUNK: usize = 16 * 1024;
 pub enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
+    /// A Unix-domain socket.
+    Unix(UnixStream),
     /// TLS where sqlmux is the TLS server (client connections).
     TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS where sqlmux is the TLS client (server connections).
     TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// [`Stream::idle_check`] for either kind of socket: `read` runs only when
+/// the socket is readable.
+#[inline]
+fn idle_read(ready: Poll<io::Result<()>>, read: impl FnOnce() -> io::Result<usize>) -> IdleRead {
+    match ready {
+        Poll::Pending => IdleRead::Quiet,
+        Poll::Ready(Err(_)) => IdleRead::Closed,
+        Poll::Ready(Ok(())) => match read() {
+            Ok(0) => IdleRead::Closed,
+            Ok(n) => IdleRead::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdleRead::Quiet,
+            Err(_) => IdleRead::Closed,
+        },
+    }
+}
+
+/// The socket under a [`Stream`], TLS or not.
+enum Raw<'a> {
+    Tcp(&'a TcpStream),
+    Unix(&'a UnixStream),
 }
 
 /// See [`Stream::idle_check`].
@@ -39,13 +64,49 @@ pub enum IdleRead {
 }
 
 impl Stream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath (None for a Unix socket).
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::TlsServer(s) => s.get_ref().0,
-            Stream::TlsClient(s) => s.get_ref().0,
+            Stream::Plain(s) => Some(s),
+            Stream::Unix(_) => None,
+            Stream::TlsServer(s) => Some(s.get_ref().0),
+            Stream::TlsClient(s) => Some(s.get_ref().0),
         }
+    }
+
+    /// True for a Unix-domain socket.
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Stream::Unix(_))
+    }
+
+    /// Ready when the socket underneath is readable (under TLS: raw
+    /// bytes, which may not make a whole record). Only the task that reads
+    /// the stream may poll it (the socket keeps one read waker).
+    #[inline]
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.raw() {
+            Raw::Tcp(s) => s.poll_read_ready(cx),
+            Raw::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    fn raw(&self) -> Raw<'_> {
+        match self {
+            Stream::Plain(s) => Raw::Tcp(s),
+            Stream::Unix(s) => Raw::Unix(s),
+            Stream::TlsServer(s) => Raw::Tcp(s.get_ref().0),
+            Stream::TlsClient(s) => Raw::Tcp(s.get_ref().0),
+        }
+    }
+
+    /// Writes `bytes` if the socket takes them now, without TLS (best
+    /// effort goodbyes at drop); does nothing under TLS.
+    pub fn try_write_plain(&self, bytes: &[u8]) {
+        let _ = match self {
+            Stream::Plain(s) => s.try_write(bytes),
+            Stream::Unix(s) => s.try_write(bytes),
+            _ => return,
+        };
     }
 
     /// What an idle pooled server connection has done since it was last
@@ -53,16 +114,9 @@ impl Stream {
     /// is not readable): `Data(n)` put `n` bytes into `tmp`.
     pub fn idle_check(&self, tmp: &mut [u8]) -> IdleRead {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let tcp = self.tcp();
-        match tcp.poll_read_ready(&mut cx) {
-            std::task::Poll::Pending => IdleRead::Quiet,
-            std::task::Poll::Ready(Err(_)) => IdleRead::Closed,
-            std::task::Poll::Ready(Ok(())) => match tcp.try_read(tmp) {
-                Ok(0) => IdleRead::Closed,
-                Ok(n) => IdleRead::Data(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdleRead::Quiet,
-                Err(_) => IdleRead::Closed,
-            },
+        match self.raw() {
+            Raw::Tcp(s) => idle_read(s.poll_read_ready(&mut cx), || s.try_read(tmp)),
+            Raw::Unix(s) => idle_read(s.poll_read_ready(&mut cx), || s.try_read(tmp)),
         }
     }
 
@@ -78,13 +132,13 @@ impl Stream {
 
     /// True when TLS is in use.
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Stream::Plain(_))
+        !matches!(self, Stream::Plain(_) | Stream::Unix(_))
     }
 
     /// Negotiated TLS version and cipher, for SHOW CLIENTS/SERVERS.
     pub fn tls_description(&self) -> String {
         let conn: &rustls::CommonState = match self {
-            Stream::Plain(_) => return String::new(),
+            Stream::Plain(_) | Stream::Unix(_) => return String::new(),
             Stream::TlsServer(s) => s.get_ref().1,
             Stream::TlsClient(s) => s.get_ref().1,
         };
@@ -154,7 +208,7 @@ impl Stream {
             }
         }
         match self {
-            Stream::Plain(_) => Poll::Ready(Ok(())),
+            Stream::Plain(_) | Stream::Unix(_) => Poll::Ready(Ok(())),
             _ => Pin::new(&mut *self).poll_flush(cx),
         }
     }
@@ -169,6 +223,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -184,6 +239,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
@@ -192,6 +248,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
@@ -200,6 +257,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }

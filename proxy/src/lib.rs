@@ -4,7 +4,8 @@
 //! # Map
 //!
 //! - [`config`]: the TOML schema, validation, defaults.
-//! - [`listener`]: sockets and accept loops.
+//! - [`listener`]: sockets (TCP and Unix) and accept loops; [`addr`]:
+//!   addresses of both kinds and the Unix socket paths of both protocols.
 //! - [`mysql`]: the MySQL / MariaDB front end: login, the command loop
 //!   and the forwarding pump, server connections, KILL QUERY.
 //! - [`peers`]: replicas that act as one: cancel requests and MySQL KILLs
@@ -41,6 +42,7 @@
 //! [`Proxy::start`] binds the listeners and returns a handle; nothing here
 //! is global, so tests can run several proxies in one process.
 
+pub mod addr;
 pub mod admin;
 pub mod auth;
 pub mod client;
@@ -70,6 +72,7 @@ use crate::auth::Users;
 use crate::client::ClientRegistry;
 use crate::config::{Config, ConfigError};
 use crate::insight::Insight;
+use crate::listener::{Listener, Service};
 use crate::pool::registry::Pools;
 
 /// State shared by every task of one proxy instance.
@@ -177,6 +180,18 @@ impl Proxy {
             })?,
             None => SocketAddr::from(([0, 0, 0, 0], 0)),
         };
+        let pg_unix = match &config.postgres.unix_socket_dir {
+            Some(dir) => Some(bind_unix(
+                &addr::pg_socket_path(dir, postgres_addr.port()),
+                postgres_addr.port(),
+                "postgres.unix_socket_dir",
+            )?),
+            None => None,
+        };
+        let my_unix = match (&my_listener, &config.mysql.unix_socket) {
+            (Some(_), Some(path)) => Some(bind_unix(path, mysql_addr.port(), "mysql.unix_socket")?),
+            _ => None,
+        };
         let admin_listener = listener::bind(&config.admin.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -216,23 +231,20 @@ impl Proxy {
         shared
             .admin_tls
             .store(Arc::new(build_admin_tls(&shared.config.load())));
-        if let Some(l) = my_listener {
-            shared.tasks.spawn(listener::accept_loop(
-                shared.clone(),
-                l,
-                listener::Service::Mysql,
-            ));
+        let sockets = [pg_unix.as_ref(), my_unix.as_ref()].map(|u| u.map(|u| u.path().to_owned()));
+        let listeners = [
+            (my_listener.map(Listener::Tcp), Service::Mysql),
+            (my_unix.map(Listener::Unix), Service::Mysql),
+            (Some(Listener::Tcp(pg_listener)), Service::Postgres),
+            (pg_unix.map(Listener::Unix), Service::Postgres),
+            (Some(Listener::Tcp(admin_listener)), Service::Admin),
+        ];
+        for (l, service) in listeners {
+            if let Some(l) = l {
+                let accept = listener::accept_loop(shared.clone(), l, service);
+                shared.tasks.spawn(accept);
+            }
         }
-        shared.tasks.spawn(listener::accept_loop(
-            shared.clone(),
-            pg_listener,
-            listener::Service::Postgres,
-        ));
-        shared.tasks.spawn(listener::accept_loop(
-            shared.clone(),
-            admin_listener,
-            listener::Service::Admin,
-        ));
         admin::start_background(&shared);
         postgres::pools::warm(
             &shared.pools,
@@ -247,7 +259,7 @@ impl Proxy {
             &shared.insight,
         );
         shared.tasks.spawn(janitor(shared.clone()));
-        tracing::info!(postgres = %postgres_addr, mysql = %mysql_addr, admin = %admin_addr, "sqlmux started");
+        tracing::info!(postgres = %postgres_addr, mysql = %mysql_addr, admin = %admin_addr, unix_sockets = ?sockets, "sqlmux started");
         Ok(Proxy {
             shared,
             postgres_addr,
@@ -350,6 +362,19 @@ impl Shared {
         }
         self.tasks.wait().await;
     }
+}
+
+/// Binds a Unix listener for `what` (a config key) at `path`.
+fn bind_unix(
+    path: &std::path::Path,
+    port: u16,
+    what: &'static str,
+) -> Result<listener::unix::UnixSocketListener, StartError> {
+    listener::unix::UnixSocketListener::bind(path, port).map_err(|source| StartError::Bind {
+        addr: path.display().to_string(),
+        what,
+        source,
+    })
 }
 
 fn build_pg_tls(cfg: &Config) -> Option<tokio_rustls::TlsAcceptor> {

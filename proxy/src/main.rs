@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sqlmux::Proxy;
+use sqlmux::addr;
 use sqlmux::config::Config;
 
 /// Connection-pooling proxy for PostgreSQL with per-statement insight.
@@ -225,8 +226,15 @@ fn print_check(cfg: &Config) {
             .unwrap_or_default()
     );
     println!("postgres.listen = {}", cfg.postgres.listen);
+    if let Some(dir) = &cfg.postgres.unix_socket_dir {
+        let port = cfg.postgres.listen.rsplit(':').next().unwrap_or("");
+        println!("postgres socket = {}/.s.PGSQL.{port}", dir.display());
+    }
     if cfg.mysql.enabled {
         println!("mysql.listen    = {}", cfg.mysql.listen);
+        if let Some(path) = &cfg.mysql.unix_socket {
+            println!("mysql socket    = {}", path.display());
+        }
     } else {
         println!("mysql.listen    = off (no [mysql] listen and no mysql database)");
     }
@@ -247,6 +255,14 @@ fn print_check(cfg: &Config) {
     if cfg.databases.iter().any(|d| d.pool.share > 1) {
         println!();
         println!("size = servers this replica opens; total = size x share, for all replicas");
+    }
+    for db in cfg.databases.iter().filter(|d| addr::is_unix_host(&d.host)) {
+        let path = addr::server_socket_path(db.protocol, &db.host, db.port);
+        println!(
+            "database {} reaches its server through the Unix socket {} (no TLS)",
+            db.name,
+            path.display()
+        );
     }
 }
 

@@ -37,3 +37,5 @@ mod mysql_drivers;
 mod web;
 // `sqlmux init --from URL`: the written configuration serves the printed URL.
 mod init;
+// Unix-domain sockets towards clients and towards both servers.
+mod unix;

@@ -234,11 +234,15 @@ fn link_cell(id: u64) -> Cell {
     }
 }
 
-fn addr_cells(addr: Option<std::net::SocketAddr>) -> (Cell, Cell) {
+fn addr_cells(addr: Option<crate::addr::PeerAddr>) -> (Cell, Cell) {
     match addr {
-        Some(a) => (Cell::text(a.ip().to_string()), Cell::count(a.port())),
+        Some(a) => (Cell::text(a.host()), Cell::count(a.port())),
         None => (Cell::Null, Cell::Null),
     }
+}
+
+fn path_text(p: Option<&std::path::Path>) -> String {
+    p.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 /// SHOW CLIENTS.
@@ -670,6 +674,18 @@ pub fn config(shared: &Shared) -> Table {
             "postgres.listen",
             cfg.postgres.listen.clone(),
             "0.0.0.0:6432".into(),
+            false,
+        ),
+        (
+            "postgres.unix_socket_dir",
+            path_text(cfg.postgres.unix_socket_dir.as_deref()),
+            String::new(),
+            false,
+        ),
+        (
+            "mysql.unix_socket",
+            path_text(cfg.mysql.unix_socket.as_deref()),
+            String::new(),
             false,
         ),
         (

@@ -10,7 +10,6 @@
 //! been idle for seconds, and by readers.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -18,6 +17,7 @@ use std::time::{Instant, SystemTime};
 use sqlmux_protocol::sql::Fingerprint;
 
 use super::{EVENT_RING, lock};
+use crate::addr::PeerAddr;
 use crate::client::ClientInfo;
 use crate::config::LeakAction;
 
@@ -66,7 +66,7 @@ pub struct LeakRow {
     /// Client's user.
     pub user: String,
     /// Client address.
-    pub client_addr: SocketAddr,
+    pub client_addr: PeerAddr,
     /// Client's application_name at detection.
     pub application_name: String,
     /// Open or how it ended.
@@ -87,7 +87,7 @@ struct Record {
     detected_at: SystemTime,
     database: String,
     user: String,
-    client_addr: SocketAddr,
+    client_addr: PeerAddr,
     application_name: String,
     state: LeakState,
     xact_started: Instant,

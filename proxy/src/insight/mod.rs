@@ -550,8 +550,8 @@ pub(crate) mod test_util {
     pub fn client(port: u16) -> ClientInfo {
         let c = ClientInfo::new(
             Protocol::Postgres,
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            SocketAddr::from(([127, 0, 0, 1], 6432)),
+            SocketAddr::from(([127, 0, 0, 1], port)).into(),
+            SocketAddr::from(([127, 0, 0, 1], 6432)).into(),
             (1, port as i32),
         );
         *c.database.lock().unwrap() = "app".into();

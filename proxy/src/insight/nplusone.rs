@@ -36,7 +36,6 @@
 //! `threshold` executions).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -45,6 +44,7 @@ use sqlmux_protocol::sql::Fingerprint;
 
 use super::hash::Seeded;
 use super::{EVENT_RING, Insight, OTHER_FINGERPRINT, lock};
+use crate::addr::PeerAddr;
 use crate::client::ClientInfo;
 
 /// Largest start-time ring a session keeps.
@@ -63,7 +63,7 @@ pub struct NPlusOneEvent {
     /// Client's user.
     pub user: String,
     /// Client address.
-    pub client_addr: SocketAddr,
+    pub client_addr: PeerAddr,
     /// Client's application_name at detection.
     pub application_name: String,
     /// The repeated statement.
@@ -87,7 +87,7 @@ struct Burst {
     detected_at: SystemTime,
     database: String,
     user: String,
-    client_addr: SocketAddr,
+    client_addr: PeerAddr,
     application_name: String,
     fingerprint: Fingerprint,
     query: Option<Arc<str>>,

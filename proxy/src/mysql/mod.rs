@@ -30,7 +30,6 @@ pub mod session;
 pub mod session_state;
 pub mod statements;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -42,12 +41,12 @@ use sqlmux_protocol::mysql::caps::{
 use sqlmux_protocol::mysql::handshake::{
     HandshakeResponse, InitialHandshake, MYSQL_NATIVE_PASSWORD, SslRequest,
 };
-use tokio::net::TcpStream;
 
 use crate::Shared;
 use crate::client::{ClientInfo, ClientState, Registration, Signals};
 use crate::config::{ClientTlsMode, Config, Protocol};
 use crate::io::Stream;
+use crate::listener::Accepted;
 use crate::pool::unix_us;
 use crate::session::{Core, Refusal, admission};
 use conn::PacketConn;
@@ -73,8 +72,9 @@ const MAX_LOGIN_PACKET: usize = 64 * 1024;
 struct Rejected;
 
 /// Serves one accepted MySQL client connection until it closes.
-pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    let Some((mut session, registration)) = Box::pin(log_in(&shared, tcp, peer)).await else {
+pub async fn handle_client(shared: Arc<Shared>, accepted: Accepted) {
+    let peer = accepted.peer;
+    let Some((mut session, registration)) = Box::pin(log_in(&shared, accepted)).await else {
         return;
     };
     let info = session.core.info.clone();
@@ -104,13 +104,12 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
 
 /// Everything before the session. None when the connection ended (errors
 /// already reported).
-async fn log_in(
-    shared: &Arc<Shared>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) -> Option<(Session, Registration)> {
-    let _ = tcp.set_nodelay(true);
-    let local = tcp.local_addr().unwrap_or(peer);
+async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<(Session, Registration)> {
+    let Accepted {
+        stream,
+        peer,
+        local,
+    } = accepted;
     let id = connection_id(shared);
     let info = Arc::new(ClientInfo::new(
         Protocol::Mysql,
@@ -125,7 +124,7 @@ async fn log_in(
         info.signals.raise(Signals::DRAIN);
     }
     let limit = LOGIN_TIMEOUT;
-    let conn = PacketConn::new(Stream::Plain(tcp));
+    let conn = PacketConn::new(stream);
     let greeted = tokio::select! {
         r = tokio::time::timeout(limit, Box::pin(greet(shared, conn, &info, id))) => r,
         _ = info.signals.wait(Signals::KILL | Signals::HARD) => return None,
@@ -197,7 +196,10 @@ async fn greet(
 ) -> Result<Greeted, Rejected> {
     let cfg = shared.config.load();
     let scramble = generate_scramble();
-    let tls = (**shared.mysql_tls.load()).clone();
+    // No TLS over a Unix socket: the greeting does not offer it.
+    let tls = (**shared.mysql_tls.load())
+        .clone()
+        .filter(|_| !conn.stream.is_unix());
     let caps = offer_to_client(SERVER_CAPS) | if tls.is_some() { CLIENT_SSL } else { 0 };
     let hello = InitialHandshake {
         server_version: SERVER_VERSION.to_owned(),
@@ -269,7 +271,7 @@ async fn login(
         };
         return reject(conn, next, r).await;
     }
-    if !conn.stream.is_tls() && requires_tls(&cfg) {
+    if !conn.stream.is_tls() && !conn.stream.is_unix() && requires_tls(&cfg) {
         return reject(
             conn,
             next,

@@ -295,8 +295,7 @@ impl MyServer {
 impl Drop for MyServer {
     fn drop(&mut self) {
         // COM_QUIT so the server logs a clean disconnect; best effort.
-        if let Stream::Plain(tcp) = &self.stream {
-            let _ = tcp.try_write(&[1, 0, 0, 0, Command::Quit.as_byte()]);
-        }
+        self.stream
+            .try_write_plain(&[1, 0, 0, 0, Command::Quit.as_byte()]);
     }
 }

@@ -21,10 +21,11 @@ use sqlmux_protocol::mysql::handshake::{
     SslRequest, put_attribute,
 };
 use sqlmux_protocol::mysql::response::ErrPacket;
-use tokio::net::TcpStream;
 
 use super::conn::PacketConn;
 use super::server::MyServer;
+use crate::addr::ServerSocket;
+use crate::config::Protocol;
 use crate::io::Stream;
 use crate::pool::{ConnectError, ConnectFuture, Connector, ServerInfo};
 use crate::session::refusal::sqlstate;
@@ -125,7 +126,7 @@ pub struct MyConnector {
 
 impl Connector<Box<MyServer>> for MyConnector {
     fn connect(&self, info: Arc<ServerInfo>) -> ConnectFuture<Box<MyServer>> {
-        let target = format!("{}:{}", self.host, self.port);
+        let target = crate::addr::server_target(Protocol::Mysql, &self.host, self.port);
         let timeout = self.timeout;
         let login = Login {
             host: self.host.clone(),
@@ -175,13 +176,13 @@ struct Login {
 
 impl Login {
     async fn run(self, info: Arc<ServerInfo>) -> Result<MyServer, ConnectError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let socket = crate::addr::connect_server(Protocol::Mysql, &self.host, self.port, &info)
             .await
             .map_err(|e| failure(&self.target, e))?;
-        let _ = tcp.set_nodelay(true);
-        *info.addr.lock().unwrap_or_else(|e| e.into_inner()) = tcp.peer_addr().ok();
-        *info.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = tcp.local_addr().ok();
-        let mut conn = PacketConn::new(Stream::Plain(tcp));
+        let mut conn = PacketConn::new(match socket {
+            ServerSocket::Tcp(tcp) => Stream::Plain(tcp),
+            ServerSocket::Unix(s) => Stream::Unix(s),
+        });
         let (_, greeting) = conn
             .read_packet(MAX_LOGIN_PACKET)
             .await
@@ -201,7 +202,12 @@ impl Login {
             mariadb_capabilities: ext,
         };
         let mut seq = 1;
-        if let Some(connector) = self.tls_connector(hello.capabilities)? {
+        // Like the MariaDB clients, no TLS over a Unix socket.
+        let connector = match conn.stream.is_unix() {
+            true => None,
+            false => self.tls_connector(hello.capabilities)?,
+        };
+        if let Some(connector) = connector {
             seq = head.encode(&mut conn.out, seq);
             conn.flush().await.map_err(|e| failure(&self.target, e))?;
             conn.stream = self.start_tls(conn.stream, connector).await?;

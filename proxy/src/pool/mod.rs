@@ -20,7 +20,6 @@ pub mod registry;
 pub mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use tokio::sync::Notify;
 
+use crate::addr::PeerAddr;
 use crate::config::{PoolConfig, PoolMode};
 use crate::stats::Counters;
 use state::{Aging, Grant, PoolState, Step};
@@ -154,9 +154,12 @@ pub struct ServerInfo {
     /// Server process id (PostgreSQL) or thread id (MySQL).
     pub remote_pid: AtomicI64,
     /// Address of the server.
-    pub addr: Mutex<Option<SocketAddr>>,
+    pub addr: Mutex<Option<PeerAddr>>,
     /// Our end of the connection.
-    pub local_addr: Mutex<Option<SocketAddr>>,
+    pub local_addr: Mutex<Option<PeerAddr>>,
+    /// The socket file of a server reached over a Unix socket (where
+    /// cancel requests go).
+    pub socket_path: std::sync::OnceLock<std::path::PathBuf>,
     /// TLS description, empty when plain.
     pub tls: Mutex<String>,
     /// application_name currently set on the server.
@@ -221,6 +224,7 @@ impl ServerInfo {
             remote_pid: AtomicI64::new(0),
             addr: Mutex::new(None),
             local_addr: Mutex::new(None),
+            socket_path: std::sync::OnceLock::new(),
             tls: Mutex::new(String::new()),
             application_name: Mutex::new(String::new()),
             prepared_statements: AtomicUsize::new(0),

@@ -84,18 +84,15 @@ pub(crate) async fn cancel_local(shared: &Shared, pid: i32, secret: &[u8]) -> bo
     for entry in shared.pools.all() {
         for s in entry.servers() {
             if s.id == server_id && s.link() == client.id {
-                let addr = *s.addr.lock().unwrap_or_else(|e| e.into_inner());
                 let pid = s.remote_pid.load(Ordering::Relaxed) as i32;
                 let secret = s
                     .cancel_token
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
-                if let Some(addr) = addr {
-                    tracing::debug!(client.addr = %client.addr, server.pid = pid, "forwarding cancel request");
-                    if let Err(e) = server::send_cancel(addr, pid, &secret).await {
-                        tracing::warn!(error = %e, "cancel request to the server failed");
-                    }
+                tracing::debug!(client.addr = %client.addr, server.pid = pid, "forwarding cancel request");
+                if let Err(e) = server::send_cancel(&s, pid, &secret).await {
+                    tracing::warn!(error = %e, "cancel request to the server failed");
                 }
                 return true;
             }

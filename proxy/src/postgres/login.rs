@@ -108,11 +108,13 @@ pub(super) enum First {
 /// Reads the first packets: answers encryption requests, forwards cancel
 /// requests, and returns the StartupMessage.
 pub(super) async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<First, Rejected> {
-    let tls_available = shared.pg_tls.load().is_some();
+    // No TLS over a Unix socket (as PostgreSQL: SSLRequest gets `N`).
+    let tls_available = shared.pg_tls.load().is_some() && !conn.stream.is_unix();
     if tls_available && conn.buf.is_empty() && !conn.stream.is_tls() {
         // PostgreSQL 17 direct TLS starts with a ClientHello (0x16).
         let mut first = [0u8; 1];
-        if let Ok(1) = conn.stream.tcp().peek(&mut first).await
+        if let Some(tcp) = conn.stream.tcp()
+            && let Ok(1) = tcp.peek(&mut first).await
             && first[0] == 0x16
         {
             return Ok(if tls_available {
@@ -163,7 +165,7 @@ pub(super) async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<Fi
                 return Ok(First::Done);
             }
             StartupPacket::PeerRequest(body) => {
-                if let Ok(from) = conn.stream.tcp().peer_addr()
+                if let Some(Ok(from)) = conn.stream.tcp().map(|t| t.peer_addr())
                     && let Some(reply) = crate::peers::handle(shared, from, &body).await
                 {
                     conn.out.extend_from_slice(&[reply]);

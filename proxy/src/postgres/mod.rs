@@ -26,17 +26,16 @@ mod session_state;
 pub mod simple;
 pub mod tracker;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use crate::Shared;
 use crate::client::{ClientInfo, Signals};
 use crate::config::Protocol;
 use crate::io::Stream;
+use crate::listener::Accepted;
 use crate::session::Refusal;
 use cancel::new_cancel_key;
 pub(crate) use cancel::{cancel_local, random_8};
@@ -46,7 +45,7 @@ use session::Session;
 pub(super) struct Rejected;
 
 /// Serves one accepted PostgreSQL client connection until it closes.
-pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+pub async fn handle_client(shared: Arc<Shared>, accepted: Accepted) {
     // The login runs in its own boxed future, freed once the client is in:
     // the task of an idle client then holds only the session's state.
     let Some(LoggedIn {
@@ -54,7 +53,7 @@ pub async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
         info,
         registration,
         span,
-    }) = Box::pin(log_in(&shared, tcp, peer)).await
+    }) = Box::pin(log_in(&shared, accepted)).await
     else {
         return;
     };
@@ -94,11 +93,14 @@ struct LoggedIn {
 
 /// Everything before the session: TLS, the startup packet, authentication,
 /// the pool. None when the connection ended (errors already reported).
-async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Option<LoggedIn> {
-    let _ = tcp.set_nodelay(true);
-    let local = tcp.local_addr().unwrap_or(peer);
+async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<LoggedIn> {
+    let Accepted {
+        stream,
+        peer,
+        local,
+    } = accepted;
     let mut conn = Conn {
-        stream: Stream::Plain(tcp),
+        stream,
         buf: BytesMut::with_capacity(1024),
         out: BytesMut::with_capacity(512),
     };
@@ -155,7 +157,8 @@ async fn log_in(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Optio
         .tls
         .as_ref()
         .is_some_and(|t| t.mode == crate::config::ClientTlsMode::Require);
-    if tls_required && !conn.stream.is_tls() {
+    // Like PgBouncer, a Unix socket needs no TLS even when it is required.
+    if tls_required && !conn.stream.is_tls() && !conn.stream.is_unix() {
         let setting = "postgres.tls.mode";
         conn.refuse(&Refusal::TlsRequired { setting }).await;
         return None;

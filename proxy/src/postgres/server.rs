@@ -18,7 +18,9 @@ use sqlmux_protocol::postgres::frame::{self, HEADER_LEN};
 use sqlmux_protocol::postgres::message::{self, AuthRequest};
 use tokio::net::TcpStream;
 
+use crate::addr::{PeerAddr, ServerSocket};
 use crate::auth::AuthUser;
+use crate::config::Protocol;
 use crate::config::Secret;
 use crate::io::{IdleRead, Stream};
 use crate::pool::{ConnectError, ConnectFuture, Connector, PooledServer, ResetFuture, ServerInfo};
@@ -160,9 +162,7 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         // Say goodbye so the server logs a clean disconnect; best effort.
-        if let Stream::Plain(tcp) = &self.stream {
-            let _ = tcp.try_write(&[b'X', 0, 0, 0, 4]);
-        }
+        self.stream.try_write_plain(&[b'X', 0, 0, 0, 4]);
     }
 }
 
@@ -218,7 +218,7 @@ impl Connector<Box<PgServer>> for PgConnector {
         let timeout = self.timeout;
         let tls = self.tls.clone().map(|c| c.map(|c| (c, self.tls_mode)));
         Box::pin(async move {
-            let target = format!("{host}:{port}");
+            let target = crate::addr::server_target(Protocol::Postgres, &host, port);
             let tls = tls.map_err(|e| ConnectError {
                 sqlstate: "08006",
                 message: format!(
@@ -265,23 +265,17 @@ async fn connect(
     tls: Option<(tokio_rustls::TlsConnector, crate::tls::ServerTlsMode)>,
     info: Arc<ServerInfo>,
 ) -> Result<PgServer, ConnectError> {
-    let target = format!("{host}:{port}");
-    let tcp = TcpStream::connect((host, port))
+    let target = crate::addr::server_target(Protocol::Postgres, host, port);
+    let socket = crate::addr::connect_server(Protocol::Postgres, host, port, &info)
         .await
         .map_err(|e| connect_error(&target, e))?;
-    let _ = tcp.set_nodelay(true);
-    let sock = socket2::SockRef::from(&tcp);
-    let _ = sock.set_tcp_keepalive(
-        &socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(60))
-            .with_interval(Duration::from_secs(10))
-            .with_retries(3),
-    );
-    *info.addr.lock().unwrap_or_else(|e| e.into_inner()) = tcp.peer_addr().ok();
-    *info.local_addr.lock().unwrap_or_else(|e| e.into_inner()) = tcp.local_addr().ok();
-    let mut stream = match tls {
-        None => Stream::Plain(tcp),
-        Some((connector, mode)) => negotiate_tls(tcp, host, &target, connector, mode).await?,
+    // Like libpq, no TLS over a Unix socket whatever server_tls.mode says.
+    let mut stream = match (socket, tls) {
+        (ServerSocket::Unix(s), _) => Stream::Unix(s),
+        (ServerSocket::Tcp(tcp), None) => Stream::Plain(tcp),
+        (ServerSocket::Tcp(tcp), Some((connector, mode))) => {
+            negotiate_tls(tcp, host, &target, connector, mode).await?
+        }
     };
     *info.tls.lock().unwrap_or_else(|e| e.into_inner()) = stream.tls_description();
 
@@ -548,14 +542,24 @@ fn scram_credentials(login: &ServerLogin) -> Option<ScramCredentials> {
     }
 }
 
-/// Sends a CancelRequest for `pid`/`secret` to `host:port`.
-pub async fn send_cancel(
-    addr: std::net::SocketAddr,
-    pid: i32,
-    secret: &[u8],
-) -> std::io::Result<()> {
+/// Sends a CancelRequest for `pid`/`secret` to the server `info` is
+/// connected to (its TCP address, or its socket file).
+pub async fn send_cancel(info: &ServerInfo, pid: i32, secret: &[u8]) -> std::io::Result<()> {
+    let addr = *info.addr.lock().unwrap_or_else(|e| e.into_inner());
+    match (addr, info.socket_path.get()) {
+        (Some(PeerAddr::Tcp(a)), _) => cancel_on(TcpStream::connect(a).await?, pid, secret).await,
+        (Some(PeerAddr::Unix { .. }), Some(path)) => {
+            cancel_on(tokio::net::UnixStream::connect(path).await?, pid, secret).await
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn cancel_on<S>(mut tcp: S, pid: i32, secret: &[u8]) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::AsyncWriteExt;
-    let mut tcp = TcpStream::connect(addr).await?;
     let mut buf = BytesMut::with_capacity(16 + secret.len());
     message::cancel_request(&mut buf, pid, secret);
     tcp.write_all(&buf).await?;

@@ -251,7 +251,7 @@ impl Session {
                 }
             }
             // Idle without pending bytes: hold no buffers while waiting.
-            let plain = matches!(self.client, Stream::Plain(_));
+            let plain = !self.client.is_tls();
             if plain && self.cin.is_empty() {
                 io::recycle_buf(&mut self.cin);
                 io::recycle_buf(&mut self.cout);
@@ -260,7 +260,7 @@ impl Session {
                 // while the client is quiet.
                 let readable = tokio::select! {
                     biased;
-                    r = self.client.tcp().readable() => r.is_ok(),
+                    r = std::future::poll_fn(|cx| self.client.poll_read_ready(cx)) => r.is_ok(),
                     _ = self.core.info.signals.wait(Signals::DRAIN) => {
                         self.send_refusal(&Refusal::ShuttingDown).await;
                         return Err(PumpEnd::ClientGone);

@@ -1,10 +1,14 @@
 //! Listening sockets and accept loops.
 //!
-//! Sockets are opened with socket2 (SO_REUSEADDR, a deep backlog) and
-//! handed to tokio. The accept loop stops when the proxy starts draining,
-//! backs off when the process runs out of file descriptors instead of
-//! spinning, and drops connections beyond a hard cap before reading a byte
-//! (the per-client limit with a protocol error is enforced at login).
+//! TCP sockets are opened with socket2 (SO_REUSEADDR, a deep backlog) and
+//! handed to tokio; Unix-domain sockets (`postgres.unix_socket_dir`,
+//! `mysql.unix_socket`) are in [`unix`]. The accept loop stops when the
+//! proxy starts draining (closing a Unix listener removes its file), backs
+//! off when the process runs out of file descriptors instead of spinning,
+//! and drops connections beyond a hard cap before reading a byte (the
+//! per-client limit with a protocol error is enforced at login).
+
+pub mod unix;
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,9 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::Shared;
+use crate::addr::PeerAddr;
+use crate::io::Stream;
 
 /// Opens a listening TCP socket on `addr` (`host:port`).
 pub async fn bind(addr: &str) -> io::Result<TcpListener> {
@@ -47,6 +53,47 @@ fn bind_one(sa: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// A listening socket of either kind.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix-domain socket; the file goes away with it.
+    Unix(unix::UnixSocketListener),
+}
+
+/// An accepted connection: the stream and both of its ends.
+#[derive(Debug)]
+pub struct Accepted {
+    /// `Stream::Plain` or `Stream::Unix`.
+    pub stream: Stream,
+    /// The client.
+    pub peer: PeerAddr,
+    /// Our end (the listener's address, or `unix` and its port).
+    pub local: PeerAddr,
+}
+
+impl Listener {
+    /// Waits for the next connection. TCP connections get TCP_NODELAY.
+    ///
+    /// Cancel safety: cancel-safe (tokio's accept is).
+    pub async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Listener::Tcp(l) => {
+                let (tcp, peer) = l.accept().await?;
+                let _ = tcp.set_nodelay(true);
+                let local = tcp.local_addr().unwrap_or(peer);
+                Ok(Accepted {
+                    stream: Stream::Plain(tcp),
+                    peer: peer.into(),
+                    local: local.into(),
+                })
+            }
+            Listener::Unix(l) => l.accept().await,
+        }
+    }
+}
+
 /// Which front end an accept loop serves.
 #[derive(Debug, Clone, Copy)]
 pub enum Service {
@@ -61,7 +108,7 @@ pub enum Service {
 /// Accepts connections until the proxy drains (PostgreSQL) or until the
 /// grace period ends (admin: /readyz must answer 503 while draining, and
 /// operators keep their console during a graceful shutdown).
-pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, service: Service) {
+pub async fn accept_loop(shared: Arc<Shared>, listener: Listener, service: Service) {
     let drain = match service {
         Service::Admin => shared.hard.clone(),
         _ => shared.drain.clone(),
@@ -73,9 +120,9 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, service: Se
             _ = drain.cancelled() => break,
         };
         match accepted {
-            Ok((tcp, peer)) => {
+            Ok(accepted) => {
                 backoff = Duration::from_millis(5);
-                spawn_connection(&shared, tcp, peer, service);
+                spawn_connection(&shared, accepted, service);
             }
             Err(e) if is_transient(&e) => {
                 tracing::debug!(error = %e, "accept failed; retrying");
@@ -100,12 +147,12 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
-fn spawn_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr, service: Service) {
+fn spawn_connection(shared: &Arc<Shared>, accepted: Accepted, service: Service) {
     if !matches!(service, Service::Admin) {
         let cap = shared.config.load().pool.max_client_connections + 256;
         if shared.clients.len() >= cap {
             // Far beyond the limit: do not even read the first packet.
-            drop(tcp);
+            drop(accepted);
             return;
         }
     }
@@ -113,12 +160,18 @@ fn spawn_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr, serv
     match service {
         Service::Postgres => shared
             .tasks
-            .spawn(async move { crate::postgres::handle_client(shared2, tcp, peer).await }),
+            .spawn(async move { crate::postgres::handle_client(shared2, accepted).await }),
         Service::Mysql => shared
             .tasks
-            .spawn(async move { crate::mysql::handle_client(shared2, tcp, peer).await }),
-        Service::Admin => shared
-            .tasks
-            .spawn(async move { crate::admin::handle_connection(shared2, tcp, peer).await }),
+            .spawn(async move { crate::mysql::handle_client(shared2, accepted).await }),
+        Service::Admin => {
+            // The admin port listens on TCP only.
+            let (Stream::Plain(tcp), PeerAddr::Tcp(peer)) = (accepted.stream, accepted.peer) else {
+                return;
+            };
+            shared
+                .tasks
+                .spawn(async move { crate::admin::handle_connection(shared2, tcp, peer).await })
+        }
     };
 }

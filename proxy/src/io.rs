@@ -50,14 +50,14 @@ impl Stream {
 
     /// What an idle pooled server connection has done since it was last
     /// used, found without blocking (and without a syscall while the socket
-    /// is not readable): `Data(n)` put `n` bytes into `tmp`.
-    pub fn idle_check(&self, tmp: &mut [u8]) -> IdleRead {
+    /// is not readable): `Data(n)` appended `n` bytes to `buf`.
+    pub fn idle_check(&self, buf: &mut BytesMut) -> IdleRead {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let tcp = self.tcp();
         match tcp.poll_read_ready(&mut cx) {
             std::task::Poll::Pending => IdleRead::Quiet,
             std::task::Poll::Ready(Err(_)) => IdleRead::Closed,
-            std::task::Poll::Ready(Ok(())) => match tcp.try_read(tmp) {
+            std::task::Poll::Ready(Ok(())) => match tcp.try_read_buf(buf) {
                 Ok(0) => IdleRead::Closed,
                 Ok(n) => IdleRead::Data(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdleRead::Quiet,

@@ -408,38 +408,25 @@ pub fn set_commands(sql: &[u8], dialect: Dialect) -> Vec<SetCommand> {
 /// wrongly). Lets a proxy skip [`Normalizer::normalize`] when it does not
 /// need fingerprints.
 pub fn may_have_effects(sql: &[u8]) -> bool {
-    const WORDS: &[&[u8]] = &[
-        b"set",
-        b"discard",
-        b"listen",
-        b"advisory",
-        b"prepare",
-        b"dealloc",
-        b"temp",
-        b"hold",
-        b"load",
-        b"lock",
-    ];
-    let n = sql.len().min(MAX_INPUT);
-    let sql = &sql[..n];
-    for i in 0..n {
-        let c = sql[i] | 0x20;
-        if !matches!(c, b's' | b'd' | b'l' | b'a' | b'p' | b't' | b'h') {
-            continue;
-        }
-        for w in WORDS {
-            if w[0] == c
-                && sql.len() - i >= w.len()
-                && sql[i..i + w.len()]
-                    .iter()
-                    .zip(w.iter())
-                    .all(|(a, b)| a | 0x20 == *b)
-            {
-                return true;
-            }
-        }
-    }
-    false
+    let sql = &sql[..sql.len().min(MAX_INPUT)];
+    (0..sql.len()).any(|i| {
+        // The words that can start at `i`, by its letter.
+        let words: &[&[u8]] = match sql[i] | 0x20 {
+            b's' => &[b"set"],
+            b'd' => &[b"discard", b"dealloc"],
+            b'l' => &[b"listen", b"load", b"lock"],
+            b'a' => &[b"advisory"],
+            b'p' => &[b"prepare"],
+            b't' => &[b"temp"],
+            b'h' => &[b"hold"],
+            _ => return false,
+        };
+        let rest = &sql[i..];
+        words.iter().any(|w| {
+            rest.get(..w.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(w))
+        })
+    })
 }
 
 #[cfg(test)]

@@ -17,8 +17,9 @@
 //! The login cell runs `pgbench -C` (a new connection per transaction); the
 //! cost of a login is that cell's figure minus the simple-protocol one.
 //!
-//! With `--out-dir` the dumps are kept, one per cell, for
-//! `callgrind_annotate`.
+//! Each cell is measured `--repeat` times; the table shows the median and
+//! the range. With `--out-dir` the dumps are kept
+//! (`<off|on>-<cell>-<n>.out`) for `callgrind_annotate`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,10 +47,13 @@ pub struct CallgrindArgs {
     /// messages arrive per wake-up does.
     #[arg(long, value_name = "N", default_value_t = 1)]
     clients: u32,
+    /// Measurements per cell; the table shows their median and range.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    repeat: u32,
     /// Connections in the login cell.
     #[arg(long, value_name = "N", default_value_t = 400)]
     logins: u32,
-    /// Keep callgrind's dumps here, named `<insight>-<cell>.out`.
+    /// Keep callgrind's dumps here, named `<off|on>-<cell>-<n>.out`.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
     /// Only these cells (comma-separated): simple, extended, prepared, login.
@@ -94,7 +98,10 @@ const CELLS: &[Cell] = &[
 struct Measured {
     insight: bool,
     cell: &'static str,
+    /// Median over the repetitions.
     per_tx: f64,
+    /// Lowest and highest repetition.
+    spread: (f64, f64),
 }
 
 /// Runs the cells for insight off and on and prints the table.
@@ -142,7 +149,7 @@ pub fn run(args: CallgrindArgs) -> Result<()> {
     print!("{}", render(&args, &results));
     if args.out_dir.is_some() {
         println!(
-            "dumps in {}; e.g. callgrind_annotate {}/on-simple.out",
+            "dumps in {}; e.g. callgrind_annotate {}/on-simple-1.out",
             out_dir.display(),
             out_dir.display()
         );
@@ -185,6 +192,10 @@ fn profile_one(
         dumps: &dumps,
         seen: Vec::new(),
     };
+    // Start-up work that sqlmux finishes in the background (metrics,
+    // first pools) must not count as idle cost: warm up first.
+    pgbench(&proxy.endpoint, &["-S"], 1, 20)?;
+    std::thread::sleep(Duration::from_secs(1));
     let idle_rate = probe.idle_rate(&out_dir.join(format!("{label}-idle.out")))?;
     eprintln!("  idle: {idle_rate:.0} instructions/s");
     let mut out = Vec::new();
@@ -192,19 +203,26 @@ fn profile_one(
         let tx = if cell.login { args.logins } else { args.transactions };
         let per_client = (tx / args.clients).max(1);
         pgbench(&proxy.endpoint, cell.flags, args.clients, 20)?;
-        probe.zero()?;
-        let t = Instant::now();
-        pgbench(&proxy.endpoint, cell.flags, args.clients, per_client)?;
-        let elapsed = t.elapsed().as_secs_f64();
-        let (file, total) = probe.dump()?;
-        std::fs::copy(&file, out_dir.join(format!("{label}-{}.out", cell.name)))?;
-        let n = f64::from(per_client * args.clients);
-        let per_tx = (total as f64 - idle_rate * elapsed).max(0.0) / n;
-        eprintln!("  {:<9} {n} tx in {elapsed:.1}s: {per_tx:.0} instructions/tx", cell.name);
+        let mut samples = Vec::new();
+        for rep in 1..=args.repeat.max(1) {
+            probe.zero()?;
+            let t = Instant::now();
+            pgbench(&proxy.endpoint, cell.flags, args.clients, per_client)?;
+            let elapsed = t.elapsed().as_secs_f64();
+            let (file, total) = probe.dump()?;
+            let keep = out_dir.join(format!("{label}-{}-{rep}.out", cell.name));
+            std::fs::copy(&file, keep)?;
+            let n = f64::from(per_client * args.clients);
+            let per_tx = (total as f64 - idle_rate * elapsed).max(0.0) / n;
+            eprintln!("  {:<9} {n} tx in {elapsed:.1}s: {per_tx:.0} instructions/tx", cell.name);
+            samples.push(per_tx);
+        }
+        samples.sort_by(f64::total_cmp);
         out.push(Measured {
             insight,
             cell: cell.name,
-            per_tx,
+            per_tx: samples[samples.len() / 2],
+            spread: (samples[0], samples[samples.len() - 1]),
         });
     }
     Ok(out)
@@ -303,17 +321,17 @@ fn pgbench(ep: &Endpoint, flags: &[&str], clients: u32, per_client: u32) -> Resu
 
 /// The table: one row per cell, instructions per transaction off and on.
 fn render(args: &CallgrindArgs, results: &[Measured]) -> String {
-    let find = |cell: &str, on: bool| {
-        results
-            .iter()
-            .find(|m| m.cell == cell && m.insight == on)
-            .map(|m| m.per_tx)
+    let get = |cell: &str, on: bool| results.iter().find(|m| m.cell == cell && m.insight == on);
+    let find = |cell: &str, on: bool| get(cell, on).map(|m| m.per_tx);
+    let fmt = |cell: &str, on: bool| {
+        get(cell, on).map_or("-".to_string(), |m| {
+            format!("{:.0} ({:.0}-{:.0})", m.per_tx, m.spread.0, m.spread.1)
+        })
     };
-    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
     let mut s = format!(
-        "callgrind: sqlmux instructions per transaction ({} transactions, {} clients, {} logins)\n\n\
+        "callgrind: sqlmux instructions per transaction, median (min-max) of {} ({} transactions, {} clients, {} logins)\n\n\
          | cell | insight off | insight on | on / off |\n|---|---:|---:|---:|\n",
-        args.transactions, args.clients, args.logins
+        args.repeat, args.transactions, args.clients, args.logins
     );
     for cell in CELLS.iter().filter(|c| wanted(&args.only, c.name)) {
         let (off, on) = (find(cell.name, false), find(cell.name, true));
@@ -322,7 +340,8 @@ fn render(args: &CallgrindArgs, results: &[Measured]) -> String {
             _ => "-".into(),
         };
         let label = if cell.login { "login + tx (-C)" } else { cell.name };
-        s += &format!("| {label} | {} | {} | {ratio} |\n", fmt(off), fmt(on));
+        let (a, b) = (fmt(cell.name, false), fmt(cell.name, true));
+        s += &format!("| {label} | {a} | {b} | {ratio} |\n");
     }
     if let (Some(l), Some(t)) = (find("login", false), find("simple", false)) {
         s += &format!("\nper login (insight off): {:.0} instructions\n", l - t);

@@ -409,24 +409,42 @@ pub fn set_commands(sql: &[u8], dialect: Dialect) -> Vec<SetCommand> {
 /// need fingerprints.
 pub fn may_have_effects(sql: &[u8]) -> bool {
     let sql = &sql[..sql.len().min(MAX_INPUT)];
-    (0..sql.len()).any(|i| {
-        // The words that can start at `i`, by its letter.
-        let words: &[&[u8]] = match sql[i] | 0x20 {
-            b's' => &[b"set"],
-            b'd' => &[b"discard", b"dealloc"],
-            b'l' => &[b"listen", b"load", b"lock"],
-            b'a' => &[b"advisory"],
-            b'p' => &[b"prepare"],
-            b't' => &[b"temp"],
-            b'h' => &[b"hold"],
-            _ => return false,
-        };
-        let rest = &sql[i..];
-        words.iter().any(|w| {
-            rest.get(..w.len())
-                .is_some_and(|s| s.eq_ignore_ascii_case(w))
-        })
-    })
+    (0..sql.len()).any(|i| EFFECT_START[sql[i] as usize] && effect_word_at(&sql[i..]))
+}
+
+/// Bytes that can start a word [`may_have_effects`] looks for (either case).
+static EFFECT_START: [bool; 256] = {
+    let mut t = [false; 256];
+    let starts = b"sdlapth";
+    let mut k = 0;
+    while k < starts.len() {
+        t[starts[k] as usize] = true;
+        t[starts[k].to_ascii_uppercase() as usize] = true;
+        k += 1;
+    }
+    t
+};
+
+/// Whether `rest` starts with one of [`may_have_effects`]'s words. The
+/// first two letters pick the word, so most bytes cost two compares.
+#[inline]
+fn effect_word_at(rest: &[u8]) -> bool {
+    let lower = |k: usize| rest.get(k).map_or(0, |b| b | 0x20);
+    let is = |w: &[u8]| {
+        rest.len() >= w.len() && rest[..w.len()].iter().zip(w).all(|(a, b)| a | 0x20 == *b)
+    };
+    match (lower(0), lower(1)) {
+        (b's', b'e') => is(b"set"),
+        (b'd', b'i') => is(b"discard"),
+        (b'd', b'e') => is(b"dealloc"),
+        (b'l', b'i') => is(b"listen"),
+        (b'l', b'o') => is(b"load") || is(b"lock"),
+        (b'a', b'd') => is(b"advisory"),
+        (b'p', b'r') => is(b"prepare"),
+        (b't', b'e') => is(b"temp"),
+        (b'h', b'o') => is(b"hold"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -459,6 +477,16 @@ mod prefilter_tests {
         assert!(!may_have_effects(
             b"SELECT abalance FROM pgbench_accounts WHERE aid = 42"
         ));
+        // Every word, in any case and at any place, is found.
+        for w in [
+            "set", "discard", "dealloc", "listen", "load", "lock", "advisory", "prepare", "temp",
+            "hold",
+        ] {
+            for text in [w.to_owned(), w.to_uppercase(), format!("select x_{w}1 from t")] {
+                assert!(may_have_effects(text.as_bytes()), "{text}");
+            }
+            assert!(!may_have_effects(&w.as_bytes()[..w.len() - 1]), "{w} cut short");
+        }
         // A false positive is allowed (it only costs a normalization).
         assert!(may_have_effects(
             b"UPDATE pgbench_branches SET bbalance = 1"

@@ -144,7 +144,9 @@ pub fn run(args: CallgrindArgs) -> Result<()> {
         if !wanted(&args.insight, if insight { "on" } else { "off" }) {
             continue;
         }
-        results.extend(profile_one(&args, &bin, &scratch, &out_dir, &direct, insight)?);
+        results.extend(profile_one(
+            &args, &bin, &scratch, &out_dir, &direct, insight,
+        )?);
     }
     print!("{}", render(&args, &results));
     if args.out_dir.is_some() {
@@ -177,7 +179,8 @@ fn profile_one(
         insight,
         workers: 1,
     };
-    let (config, port) = targets::write_sqlmux_config(bin, scratch.path(), &name, direct, &settings)?;
+    let (config, port) =
+        targets::write_sqlmux_config(bin, scratch.path(), &name, direct, &settings)?;
     let dumps = scratch.subdir(&format!("dumps-{label}"), None)?;
     let mut cmd = Command::new("valgrind");
     cmd.arg("--tool=callgrind")
@@ -186,7 +189,14 @@ fn profile_one(
         .arg("--config")
         .arg(&config);
     eprintln!("starting sqlmux under callgrind, insight {label}");
-    let proxy = targets::spawn_sqlmux(cmd, scratch.path(), &name, port, direct, Duration::from_secs(300))?;
+    let proxy = targets::spawn_sqlmux(
+        cmd,
+        scratch.path(),
+        &name,
+        port,
+        direct,
+        Duration::from_secs(300),
+    )?;
     let mut probe = Probe {
         proxy: &proxy,
         dumps: &dumps,
@@ -200,7 +210,11 @@ fn profile_one(
     eprintln!("  idle: {idle_rate:.0} instructions/s");
     let mut out = Vec::new();
     for cell in CELLS.iter().filter(|c| wanted(&args.only, c.name)) {
-        let tx = if cell.login { args.logins } else { args.transactions };
+        let tx = if cell.login {
+            args.logins
+        } else {
+            args.transactions
+        };
         let per_client = (tx / args.clients).max(1);
         pgbench(&proxy.endpoint, cell.flags, args.clients, 20)?;
         let mut samples = Vec::new();
@@ -214,7 +228,10 @@ fn profile_one(
             std::fs::copy(&file, keep)?;
             let n = f64::from(per_client * args.clients);
             let per_tx = (total as f64 - idle_rate * elapsed).max(0.0) / n;
-            eprintln!("  {:<9} {n} tx in {elapsed:.1}s: {per_tx:.0} instructions/tx", cell.name);
+            eprintln!(
+                "  {:<9} {n} tx in {elapsed:.1}s: {per_tx:.0} instructions/tx",
+                cell.name
+            );
             samples.push(per_tx);
         }
         samples.sort_by(f64::total_cmp);
@@ -241,7 +258,11 @@ impl Probe<'_> {
         cmd.arg(flag).arg(self.proxy.pid().to_string());
         let out = procs::run_tool(cmd, Duration::from_secs(120))?;
         if !out.success() {
-            bail!("callgrind_control {flag} failed: {}{}", out.stdout, out.stderr);
+            bail!(
+                "callgrind_control {flag} failed: {}{}",
+                out.stdout,
+                out.stderr
+            );
         }
         Ok(())
     }
@@ -298,7 +319,9 @@ impl Probe<'_> {
 /// The `totals:` (or `summary:`) line of a callgrind dump.
 fn totals(text: &str) -> Option<u64> {
     text.lines().find_map(|l| {
-        let rest = l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:"))?;
+        let rest = l
+            .strip_prefix("totals:")
+            .or_else(|| l.strip_prefix("summary:"))?;
         rest.split_whitespace().next()?.parse().ok()
     })
 }
@@ -307,7 +330,15 @@ fn totals(text: &str) -> Option<u64> {
 fn pgbench(ep: &Endpoint, flags: &[&str], clients: u32, per_client: u32) -> Result<()> {
     let mut cmd = Command::new(sqlmux_tests::pg_tool("pgbench"));
     procs::clean_pg_env(&mut cmd);
-    cmd.args(["-h", &ep.host, "-p", &ep.port.to_string(), "-U", &ep.user, "-n"]);
+    cmd.args([
+        "-h",
+        &ep.host,
+        "-p",
+        &ep.port.to_string(),
+        "-U",
+        &ep.user,
+        "-n",
+    ]);
     cmd.args(flags);
     cmd.arg("-c").arg(clients.to_string());
     cmd.arg("-t").arg(per_client.to_string());
@@ -339,7 +370,11 @@ fn render(args: &CallgrindArgs, results: &[Measured]) -> String {
             (Some(a), Some(b)) if a > 0.0 => format!("{:.3}x", b / a),
             _ => "-".into(),
         };
-        let label = if cell.login { "login + tx (-C)" } else { cell.name };
+        let label = if cell.login {
+            "login + tx (-C)"
+        } else {
+            cell.name
+        };
         let (a, b) = (fmt(cell.name, false), fmt(cell.name, true));
         s += &format!("| {label} | {a} | {b} | {ratio} |\n");
     }
@@ -355,7 +390,8 @@ mod tests {
 
     #[test]
     fn reads_the_totals_line() {
-        let dump = "version: 1\ncreator: callgrind-3.22\nevents: Ir\nfn=(1) main\n1 5\ntotals: 123456\n";
+        let dump =
+            "version: 1\ncreator: callgrind-3.22\nevents: Ir\nfn=(1) main\n1 5\ntotals: 123456\n";
         assert_eq!(totals(dump), Some(123456));
         assert_eq!(totals("summary: 42\n"), Some(42));
         assert_eq!(totals("fn=main\n"), None);

@@ -236,7 +236,7 @@ impl Header {
         let st = &self.settings;
         let _ = writeln!(
             s,
-            "settings:  {} round(s) x {} s per run, interleaved (direct, sqlmux, pgbouncer per scenario); pgbench scale {}; pool size {} (both proxies, transaction mode); {} idle clients",
+            "settings:  {} round(s) x {} s per run, interleaved (direct, sqlmux, sqlmux with insight off, pgbouncer per scenario); pgbench scale {}; pool size {} (both proxies, transaction mode); {} idle clients",
             st.runs,
             st.duration_s,
             self.scale,
@@ -609,7 +609,8 @@ impl Report {
     fn idle_checks(&self) -> Vec<TargetCheck> {
         let idle = self.idle.iter().find(|i| i.target == "sqlmux");
         let pgb = self.idle.iter().find(|i| i.target == "pgbouncer");
-        let pgb_text = |f: &dyn Fn(&IdleResult) -> String| pgb.map(f).unwrap_or_else(|| "n/a".into());
+        let pgb_text =
+            |f: &dyn Fn(&IdleResult) -> String| pgb.map(f).unwrap_or_else(|| "n/a".into());
         vec![
             TargetCheck {
                 measure: "idle client connection, RSS".into(),
@@ -673,7 +674,10 @@ impl Report {
             let mut first = true;
             for &t in &sc.targets {
                 // Insight-off runs show in the sqlmux row's columns.
-                let Some(a) = self.agg(&sc.key, t).filter(|_| t != Target::SqlmuxNoInsight) else {
+                let Some(a) = self
+                    .agg(&sc.key, t)
+                    .filter(|_| t != Target::SqlmuxNoInsight)
+                else {
                     continue;
                 };
                 let tps = if a.ok {
@@ -803,8 +807,10 @@ impl Report {
                 s,
                 "insight on vs off (sqlmux with insight off in the same rounds, {} paired runs): CPU/tx on/off median {} (min-max {}), tps on/off median {:.3}",
                 r.pairs,
-                r.cpu_ratio.map_or("n/a".into(), |c| format!("{:.3}", c.median)),
-                r.cpu_ratio.map_or("n/a".into(), |c| format!("{:.3}-{:.3}", c.min, c.max)),
+                r.cpu_ratio
+                    .map_or("n/a".into(), |c| format!("{:.3}", c.median)),
+                r.cpu_ratio
+                    .map_or("n/a".into(), |c| format!("{:.3}-{:.3}", c.min, c.max)),
                 r.tps_ratio.median
             );
         }
@@ -978,10 +984,12 @@ fn insight_pairs<'a>(runs: &'a [RunRecord], key: &str) -> Vec<(&'a RunRecord, &'
 fn insight_cpu_ratios(runs: &[RunRecord], key: &str) -> Vec<f64> {
     insight_pairs(runs, key)
         .into_iter()
-        .filter_map(|(on, off)| match (on.proxy_cpu_us_per_tx, off.proxy_cpu_us_per_tx) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-            _ => None,
-        })
+        .filter_map(
+            |(on, off)| match (on.proxy_cpu_us_per_tx, off.proxy_cpu_us_per_tx) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            },
+        )
         .collect()
 }
 

@@ -482,10 +482,17 @@ mod prefilter_tests {
             "set", "discard", "dealloc", "listen", "load", "lock", "advisory", "prepare", "temp",
             "hold",
         ] {
-            for text in [w.to_owned(), w.to_uppercase(), format!("select x_{w}1 from t")] {
+            for text in [
+                w.to_owned(),
+                w.to_uppercase(),
+                format!("select x_{w}1 from t"),
+            ] {
                 assert!(may_have_effects(text.as_bytes()), "{text}");
             }
-            assert!(!may_have_effects(&w.as_bytes()[..w.len() - 1]), "{w} cut short");
+            assert!(
+                !may_have_effects(&w.as_bytes()[..w.len() - 1]),
+                "{w} cut short"
+            );
         }
         // A false positive is allowed (it only costs a normalization).
         assert!(may_have_effects(

@@ -70,7 +70,8 @@ fn special_bytes(w: u64) -> u64 {
     // seven bits cannot carry or borrow across bytes, and `!w` drops bytes
     // with the high bit set.
     let low7 = w & (ONES * 0x7f);
-    let digits = (ONES * (0x7f + 0x3a)).wrapping_sub(low7) & !w & (low7 + ONES * (0x7f - 0x2f)) & HIGHS;
+    let digits =
+        (ONES * (0x7f + 0x3a)).wrapping_sub(low7) & !w & (low7 + ONES * (0x7f - 0x2f)) & HIGHS;
     digits | equal(0) | equal(b'"') | equal(b'`') | equal(b'\'')
 }
 
@@ -213,7 +214,11 @@ mod tests {
                         .unwrap_or(v.len());
                     for start in 0..=at {
                         let expect = if naive >= start { naive } else { v.len() };
-                        assert_eq!(next_special(&v, start), expect, "{special:#x} at {at} from {start}");
+                        assert_eq!(
+                            next_special(&v, start),
+                            expect,
+                            "{special:#x} at {at} from {start}"
+                        );
                     }
                 }
             }

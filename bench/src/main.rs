@@ -20,6 +20,7 @@
 //! - [`scenario`]: the matrix.
 //! - [`report`]: aggregation, the table, the targets, JSON.
 
+mod callgrind;
 mod idle;
 mod mysql;
 mod pgbench;
@@ -58,6 +59,9 @@ enum Cmd {
     /// Compare sqlmux's MySQL port with a direct MariaDB connection
     /// (sysbench).
     CompareMysql(mysql::MysqlArgs),
+    /// Instructions per transaction and per login under valgrind's
+    /// callgrind, insight on and off.
+    Callgrind(callgrind::CallgrindArgs),
 }
 
 /// Options of `compare`.
@@ -140,6 +144,7 @@ fn main() {
     let result = match cli.command {
         Cmd::Compare(args) => compare(args),
         Cmd::CompareMysql(args) => mysql::compare(args),
+        Cmd::Callgrind(args) => callgrind::run(args),
     };
     match result {
         Ok(()) => {}

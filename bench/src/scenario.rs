@@ -38,8 +38,6 @@ pub enum Kind {
     Tpcb,
     /// `-C`: a new connection per transaction.
     Connect,
-    /// Insight on vs off.
-    Insight,
 }
 
 /// One row group of the table.
@@ -82,9 +80,18 @@ fn threads_for(clients: u32) -> u32 {
 /// The full matrix (issue 6).
 pub fn all() -> Vec<Scenario> {
     let three = vec![Target::Direct, Target::Sqlmux, Target::PgBouncer];
+    // From 16 clients on, sqlmux with insight off runs in the same round,
+    // so every such row shows what insight costs.
+    let four = vec![
+        Target::Direct,
+        Target::Sqlmux,
+        Target::SqlmuxNoInsight,
+        Target::PgBouncer,
+    ];
     let mut v = Vec::new();
     for mode in ["simple", "extended", "prepared"] {
         for clients in [1, 16, 64, 256] {
+            let targets = if clients >= 16 { &four } else { &three };
             v.push(Scenario {
                 key: format!("select-{mode}-c{clients}"),
                 label: format!("-S {mode} c={clients}"),
@@ -93,7 +100,7 @@ pub fn all() -> Vec<Scenario> {
                 flags: vec!["-S", "-M", mode],
                 clients,
                 threads: threads_for(clients),
-                targets: three.clone(),
+                targets: targets.clone(),
             });
         }
     }
@@ -116,16 +123,6 @@ pub fn all() -> Vec<Scenario> {
         clients: 16,
         threads: 2,
         targets: three,
-    });
-    v.push(Scenario {
-        key: "insight-simple-c16".into(),
-        label: "insight -S simple c=16".into(),
-        kind: Kind::Insight,
-        mode: "simple",
-        flags: vec!["-S", "-M", "simple"],
-        clients: 16,
-        threads: 2,
-        targets: vec![Target::Sqlmux, Target::SqlmuxNoInsight],
     });
     v
 }

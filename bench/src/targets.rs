@@ -114,6 +114,48 @@ pub fn start_sqlmux(
     upstream: &Endpoint,
     settings: &SqlmuxSettings,
 ) -> Result<Proxy> {
+    let (config, port) = write_sqlmux_config(bin, dir, name, upstream, settings)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config").arg(&config);
+    spawn_sqlmux(cmd, dir, name, port, upstream, Duration::from_secs(30))
+}
+
+/// Starts `cmd` (sqlmux, or a wrapper around it) with its log in `dir` and
+/// waits up to `timeout` until it listens on `port`.
+pub fn spawn_sqlmux(
+    cmd: Command,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    upstream: &Endpoint,
+    timeout: Duration,
+) -> Result<Proxy> {
+    let log = dir.join(format!("{name}.log"));
+    let program = cmd.get_program().to_owned();
+    let mut server = Server::spawn(name, cmd, None, &log)
+        .with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    wait_listening(&mut server, port, timeout)?;
+    Ok(Proxy {
+        server,
+        endpoint: Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            user: upstream.user.clone(),
+            password: None,
+            db: upstream.db.clone(),
+        },
+    })
+}
+
+/// Writes `dir/name.toml` for `settings`, checks it with `sqlmux check`
+/// and returns its path and the PostgreSQL port it listens on.
+pub fn write_sqlmux_config(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    upstream: &Endpoint,
+    settings: &SqlmuxSettings,
+) -> Result<(PathBuf, u16)> {
     let port = sqlmux_tests::free_port();
     let admin_port = sqlmux_tests::free_port();
     let config = dir.join(format!("{name}.toml"));
@@ -172,22 +214,7 @@ pub fn start_sqlmux(
         );
     }
 
-    let mut cmd = Command::new(bin);
-    cmd.arg("--config").arg(&config);
-    let log = dir.join(format!("{name}.log"));
-    let mut server = Server::spawn(name, cmd, None, &log)
-        .with_context(|| format!("starting {}", bin.display()))?;
-    wait_listening(&mut server, port, Duration::from_secs(30))?;
-    Ok(Proxy {
-        server,
-        endpoint: Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-            user: upstream.user.clone(),
-            password: None,
-            db: upstream.db.clone(),
-        },
-    })
+    Ok((config, port))
 }
 
 /// `sqlmux --version`.

@@ -111,12 +111,12 @@ impl Stream {
 
     /// What an idle pooled server connection has done since it was last
     /// used, found without blocking (and without a syscall while the socket
-    /// is not readable): `Data(n)` put `n` bytes into `tmp`.
-    pub fn idle_check(&self, tmp: &mut [u8]) -> IdleRead {
+    /// is not readable): `Data(n)` appended `n` bytes to `buf`.
+    pub fn idle_check(&self, buf: &mut BytesMut) -> IdleRead {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         match self.raw() {
-            Raw::Tcp(s) => idle_read(s.poll_read_ready(&mut cx), || s.try_read(tmp)),
-            Raw::Unix(s) => idle_read(s.poll_read_ready(&mut cx), || s.try_read(tmp)),
+            Raw::Tcp(s) => idle_read(s.poll_read_ready(&mut cx), || s.try_read_buf(buf)),
+            Raw::Unix(s) => idle_read(s.poll_read_ready(&mut cx), || s.try_read_buf(buf)),
         }
     }
 

@@ -408,38 +408,43 @@ pub fn set_commands(sql: &[u8], dialect: Dialect) -> Vec<SetCommand> {
 /// wrongly). Lets a proxy skip [`Normalizer::normalize`] when it does not
 /// need fingerprints.
 pub fn may_have_effects(sql: &[u8]) -> bool {
-    const WORDS: &[&[u8]] = &[
-        b"set",
-        b"discard",
-        b"listen",
-        b"advisory",
-        b"prepare",
-        b"dealloc",
-        b"temp",
-        b"hold",
-        b"load",
-        b"lock",
-    ];
-    let n = sql.len().min(MAX_INPUT);
-    let sql = &sql[..n];
-    for i in 0..n {
-        let c = sql[i] | 0x20;
-        if !matches!(c, b's' | b'd' | b'l' | b'a' | b'p' | b't' | b'h') {
-            continue;
-        }
-        for w in WORDS {
-            if w[0] == c
-                && sql.len() - i >= w.len()
-                && sql[i..i + w.len()]
-                    .iter()
-                    .zip(w.iter())
-                    .all(|(a, b)| a | 0x20 == *b)
-            {
-                return true;
-            }
-        }
+    let sql = &sql[..sql.len().min(MAX_INPUT)];
+    (0..sql.len()).any(|i| EFFECT_START[sql[i] as usize] && effect_word_at(&sql[i..]))
+}
+
+/// Bytes that can start a word [`may_have_effects`] looks for (either case).
+static EFFECT_START: [bool; 256] = {
+    let mut t = [false; 256];
+    let starts = b"sdlapth";
+    let mut k = 0;
+    while k < starts.len() {
+        t[starts[k] as usize] = true;
+        t[starts[k].to_ascii_uppercase() as usize] = true;
+        k += 1;
     }
-    false
+    t
+};
+
+/// Whether `rest` starts with one of [`may_have_effects`]'s words. The
+/// first two letters pick the word, so most bytes cost two compares.
+#[inline]
+fn effect_word_at(rest: &[u8]) -> bool {
+    let lower = |k: usize| rest.get(k).map_or(0, |b| b | 0x20);
+    let is = |w: &[u8]| {
+        rest.len() >= w.len() && rest[..w.len()].iter().zip(w).all(|(a, b)| a | 0x20 == *b)
+    };
+    match (lower(0), lower(1)) {
+        (b's', b'e') => is(b"set"),
+        (b'd', b'i') => is(b"discard"),
+        (b'd', b'e') => is(b"dealloc"),
+        (b'l', b'i') => is(b"listen"),
+        (b'l', b'o') => is(b"load") || is(b"lock"),
+        (b'a', b'd') => is(b"advisory"),
+        (b'p', b'r') => is(b"prepare"),
+        (b't', b'e') => is(b"temp"),
+        (b'h', b'o') => is(b"hold"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -472,6 +477,23 @@ mod prefilter_tests {
         assert!(!may_have_effects(
             b"SELECT abalance FROM pgbench_accounts WHERE aid = 42"
         ));
+        // Every word, in any case and at any place, is found.
+        for w in [
+            "set", "discard", "dealloc", "listen", "load", "lock", "advisory", "prepare", "temp",
+            "hold",
+        ] {
+            for text in [
+                w.to_owned(),
+                w.to_uppercase(),
+                format!("select x_{w}1 from t"),
+            ] {
+                assert!(may_have_effects(text.as_bytes()), "{text}");
+            }
+            assert!(
+                !may_have_effects(&w.as_bytes()[..w.len() - 1]),
+                "{w} cut short"
+            );
+        }
         // A false positive is allowed (it only costs a normalization).
         assert!(may_have_effects(
             b"UPDATE pgbench_branches SET bbalance = 1"

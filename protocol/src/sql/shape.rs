@@ -56,6 +56,43 @@ static CLASS: [u8; 256] = {
 };
 
 /// True for a byte that glues a neighbouring digit run into another token.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `w` that is not [`PLAIN`], and possibly of
+/// bytes after (above) the first such byte, never before it.
+#[inline]
+fn special_bytes(w: u64) -> u64 {
+    // Zero bytes of x: exact up to the first, may flag later ones.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let equal = |c: u8| zero(w ^ (ONES * u64::from(c)));
+    // Bytes strictly between 0x2f and 0x3a (the digits), exact: the low
+    // seven bits cannot carry or borrow across bytes, and `!w` drops bytes
+    // with the high bit set.
+    let low7 = w & (ONES * 0x7f);
+    let digits =
+        (ONES * (0x7f + 0x3a)).wrapping_sub(low7) & !w & (low7 + ONES * (0x7f - 0x2f)) & HIGHS;
+    digits | equal(0) | equal(b'"') | equal(b'`') | equal(b'\'')
+}
+
+/// Index of the first byte at or after `i` that is not [`PLAIN`], or
+/// `sql.len()`.
+#[inline]
+fn next_special(sql: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = sql.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let m = special_bytes(w);
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < sql.len() && CLASS[sql[i] as usize] == PLAIN {
+        i += 1;
+    }
+    i
+}
+
 #[inline]
 fn sticky(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b >= 0x80 || matches!(b, b'_' | b'$' | b'@' | b':')
@@ -72,10 +109,10 @@ pub(crate) fn shape(sql: &[u8], out: &mut Vec<u8>) -> bool {
     let mut i = 0;
     let mut start = 0;
     while i < n {
-        // Plain bytes are the bulk: skip them in one tight loop.
-        match sql[i..].iter().position(|&b| CLASS[b as usize] != PLAIN) {
-            Some(k) => i += k,
-            None => break,
+        // Plain bytes are the bulk: skip them eight at a time.
+        i = next_special(sql, i);
+        if i == n {
+            break;
         }
         match CLASS[sql[i] as usize] {
             DIGIT => {
@@ -162,6 +199,36 @@ impl ShapeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_scan_finds_the_same_byte_as_the_table() {
+        // Every byte value at every offset of a 24-byte window, on a
+        // background of plain bytes (ASCII letters and high bytes).
+        for background in [b'a', 0xc3, b' '] {
+            for special in 0..=255u8 {
+                for at in 0..24 {
+                    let mut v = vec![background; 24];
+                    v[at] = special;
+                    let naive = (0..v.len())
+                        .find(|&k| CLASS[v[k] as usize] != PLAIN)
+                        .unwrap_or(v.len());
+                    for start in 0..=at {
+                        let expect = if naive >= start { naive } else { v.len() };
+                        assert_eq!(
+                            next_special(&v, start),
+                            expect,
+                            "{special:#x} at {at} from {start}"
+                        );
+                    }
+                }
+            }
+        }
+        // Two special bytes: the first wins, whatever follows it.
+        let v = b"abc\0\0'1\"`defgh9";
+        assert_eq!(next_special(v, 0), 3);
+        assert_eq!(next_special(v, 5), 5);
+        assert_eq!(next_special(v, 9), 14);
+    }
 
     fn shaped(s: &str) -> Option<Vec<u8>> {
         let mut out = Vec::new();

@@ -176,6 +176,21 @@ impl LatencyShards {
         }
     }
 
+    /// A transaction's time and, when given, its lease's checkout wait,
+    /// under one lock.
+    pub(crate) fn record_lease(&self, tag: PoolTag, wait_us: Option<u64>, xact_us: u64) {
+        let i = tag.0 as usize;
+        let mut per_tag = lock(&self.shards[shard_index() % SHARDS]);
+        if per_tag.len() <= i {
+            per_tag.resize(i + 1, PoolRaw::default());
+        }
+        let p = &mut per_tag[i];
+        if let Some(w) = wait_us {
+            p.wait.add(w);
+        }
+        p.xact.add(xact_us);
+    }
+
     /// Merged over shards, one entry per name (tag id order); tag 0 only
     /// when it has samples.
     pub(crate) fn merged(&self, names: &[(Arc<str>, Arc<str>)]) -> Vec<PoolLatency> {

@@ -13,8 +13,8 @@
 //! 3. calls [`Insight::record`] when the server answered (CommandComplete /
 //!    ErrorResponse, or the MySQL OK/ERR), with the elapsed time and rows.
 //!
-//! Per checkout the pool side calls [`Insight::record_checkout_wait`], per
-//! transaction [`Insight::record_transaction`]. A session that sees its
+//! Per transaction the session core calls [`Insight::record_lease`] (the
+//! transaction's time and, once per lease, the checkout wait). A session that sees its
 //! client idle inside a transaction past `leaked_transaction.idle` calls
 //! [`Insight::leak_open`] and later [`Insight::leak_close`] (or
 //! [`Insight::leak_abandoned`] when the client vanished first).
@@ -356,6 +356,15 @@ impl Insight {
         let tag = self.checked_tag(tag);
         self.latency
             .record(tag, latency::Which::CheckoutWait, wait_us);
+    }
+
+    /// Records a transaction's time and, for the first transaction of a
+    /// lease, how long its checkout waited: both under one shard lock.
+    /// HOT PATH, like [`Insight::record_checkout_wait`].
+    #[inline]
+    pub fn record_lease(&self, tag: PoolTag, wait_us: Option<u64>, xact_us: u64) {
+        let tag = self.checked_tag(tag);
+        self.latency.record_lease(tag, wait_us, xact_us);
     }
 
     /// Records how long one transaction held its lease. HOT PATH, like

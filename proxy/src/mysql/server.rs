@@ -90,8 +90,7 @@ impl PooledServer for MyServer {
             // Servers say nothing unasked except that they are leaving.
             return false;
         }
-        let mut tmp = [0u8; 64];
-        self.stream.idle_check(&mut tmp) == IdleRead::Quiet
+        self.stream.idle_check(&mut self.buf) == IdleRead::Quiet
     }
 
     fn is_clean(&self) -> bool {

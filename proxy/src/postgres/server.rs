@@ -75,16 +75,15 @@ impl PooledServer for PgServer {
         if !self.buf.is_empty() {
             return self.absorb_idle_messages();
         }
-        let mut tmp = [0u8; 4096];
-        match self.stream.idle_check(&mut tmp) {
+        // Room for a notice or parameter change sent while idle, read
+        // straight into the buffer (nothing to zero or copy).
+        self.buf.reserve(4096);
+        match self.stream.idle_check(&mut self.buf) {
             IdleRead::Quiet => true,
             IdleRead::Closed => false,
             // Encrypted bytes cannot be inspected here.
             IdleRead::Data(_) if self.stream.is_tls() => false,
-            IdleRead::Data(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                self.absorb_idle_messages()
-            }
+            IdleRead::Data(_) => self.absorb_idle_messages(),
         }
     }
 

@@ -78,19 +78,30 @@ impl Session {
     pub(crate) fn analyze(&mut self, sql: &[u8]) -> Analysis {
         // Drivers send the same statement text again and again (every
         // extended-protocol Parse, every repeated query): remember the last
-        // few analyses by a hash of the raw bytes.
-        let key = xxhash_rust::xxh3::xxh3_64(sql);
+        // few analyses by a hash of the raw bytes. Insight on or off seeds
+        // the hash: an analysis made without a fingerprint is not reused
+        // once insight is turned on.
+        let note = self.core.insight_on;
+        let key = xxhash_rust::xxh3::xxh3_64_with_seed(sql, u64::from(note));
         if let Some((_, a)) = self.analyses.iter().find(|(k, _)| *k == key) {
             return *a;
         }
-        let note = self.core.insight_on;
-        if !note && !sql::may_have_effects(sql) {
+        let a = if !note && !sql::may_have_effects(sql) {
             // No fingerprint wanted and nothing that changes session state.
-            return Analysis {
+            Analysis {
                 statements: 1,
                 ..Analysis::default()
-            };
-        }
+            }
+        } else {
+            self.normalize(sql, note)
+        };
+        self.analyses[self.analyses_next % self.analyses.len()] = (key, a);
+        self.analyses_next = self.analyses_next.wrapping_add(1);
+        a
+    }
+
+    /// Normalizes `sql` and, when `note`, tells insight its text.
+    fn normalize(&mut self, sql: &[u8], note: bool) -> Analysis {
         // Texts are shared across threads; a small per-session memory of
         // what was already noted keeps the hot path off that lock.
         let insight = &self.core.shared.insight;
@@ -107,8 +118,6 @@ impl Session {
             self.noted[self.noted_next % self.noted.len()] = a.fingerprint;
             self.noted_next = self.noted_next.wrapping_add(1);
         }
-        self.analyses[self.analyses_next % self.analyses.len()] = (key, a);
-        self.analyses_next = self.analyses_next.wrapping_add(1);
         a
     }
 

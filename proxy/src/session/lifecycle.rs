@@ -35,6 +35,9 @@ pub type Rebind<S> = fn(&Shared, &DatabaseConfig, &ClientInfo) -> Option<Rebound
 /// A pool's registry entry and the pool itself.
 pub type Rebound<S> = (Arc<PoolEntry>, Arc<Pool<S>>);
 
+/// [`Core`]'s "no checkout wait to record".
+const NO_WAIT: u64 = u64::MAX;
+
 /// The protocol-neutral state of one client session.
 pub struct Core<S: PooledServer> {
     /// The proxy.
@@ -61,6 +64,10 @@ pub struct Core<S: PooledServer> {
     pub last_done: Instant,
     /// Insight recording on (read once per transaction).
     pub insight_on: bool,
+    /// The current lease's checkout wait, recorded with its first
+    /// transaction's time (one insight record per transaction);
+    /// [`NO_WAIT`] once recorded.
+    wait_us: u64,
     n_plus_one: SessionInsight,
     /// Leaked-transaction watch.
     pub leak: LeakWatch,
@@ -90,6 +97,7 @@ impl<S: PooledServer> Core<S> {
             pool,
             rebind,
             lease: None,
+            wait_us: NO_WAIT,
             counts: LocalCounts::default(),
             now,
             lease_started: now,
@@ -119,11 +127,7 @@ impl<S: PooledServer> Core<S> {
         let wait_us = now.duration_since(t0).as_micros() as u64;
         self.counts.add(Stat::WaitTimeUs, wait_us);
         self.counts.add(Stat::ServerAssignments, 1);
-        if self.insight_on {
-            self.shared
-                .insight
-                .record_checkout_wait(self.entry.tag, wait_us);
-        }
+        self.wait_us = wait_us;
         self.info.set_link(lease.server_ref().info().id);
         self.info.set_state(ClientState::Active, unix_us_at(now));
         self.lease = Some(lease);
@@ -200,10 +204,12 @@ impl<S: PooledServer> Core<S> {
             .as_micros() as u64;
         self.counts.add(Stat::XactTimeUs, xact_us);
         self.counts.add(Stat::Xacts, 1);
+        let wait_us = std::mem::replace(&mut self.wait_us, NO_WAIT);
         if self.insight_on {
+            let wait_us = (wait_us != NO_WAIT).then_some(wait_us);
             self.shared
                 .insight
-                .record_transaction(self.entry.tag, xact_us);
+                .record_lease(self.entry.tag, wait_us, xact_us);
         }
     }
 

@@ -33,3 +33,5 @@ mod mysql;
 mod web;
 // `sqlmux init --from URL`: the written configuration serves the printed URL.
 mod init;
+// Faults and load: restarts, killed servers, a failing network path, money.
+mod faults;

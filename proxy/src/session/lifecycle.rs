@@ -18,6 +18,7 @@ use std::time::Instant;
 use sqlmux_protocol::sql::Fingerprint;
 
 use super::leak::LeakWatch;
+use super::reply::ReplyWatch;
 use super::pins::Pins;
 use super::refusal::Refusal;
 use crate::Shared;
@@ -64,6 +65,8 @@ pub struct Core<S: PooledServer> {
     n_plus_one: SessionInsight,
     /// Leaked-transaction watch.
     pub leak: LeakWatch,
+    /// Silent-server watch (`pool.query_timeout`).
+    pub reply: ReplyWatch,
     /// What holds the lease beyond a transaction.
     pub pins: Pins,
 }
@@ -97,6 +100,7 @@ impl<S: PooledServer> Core<S> {
             last_done: now,
             n_plus_one: SessionInsight::new(),
             leak: LeakWatch::new(idle, action),
+            reply: ReplyWatch::default(),
             pins,
         }
     }

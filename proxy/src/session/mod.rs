@@ -7,6 +7,7 @@
 //! - [`lifecycle`]: the lease and transaction lifecycle with its insight
 //!   hooks (checkout timing, counters, statement latency, N+1).
 //! - [`leak`]: the leaked-transaction watch.
+//! - [`reply`]: the silent-server watch (`pool.query_timeout`).
 //! - [`pins`]: session state that keeps a client on its server.
 //!
 //! A front end owns the socket, the wire format and what only its
@@ -18,6 +19,7 @@ pub mod leak;
 pub mod lifecycle;
 pub mod pins;
 pub mod refusal;
+pub mod reply;
 
 pub use lifecycle::Core;
 pub use refusal::Refusal;

@@ -18,7 +18,8 @@ use crate::common::fresh_db;
 use crate::mysql::fresh_db as my_fresh_db;
 
 const CLIENTS: usize = 16;
-const TXNS: usize = 40;
+/// Operator rounds (one RELOAD each, PAUSE/RESUME every third).
+const ROUNDS: usize = 12;
 
 fn write_config(path: &std::path::Path, pg_db: &str, my_db: &str, size: usize) {
     let pool = format!("size = {size}");
@@ -29,34 +30,40 @@ fn write_config(path: &std::path::Path, pg_db: &str, my_db: &str, size: usize) {
     std::fs::write(path, config_text("", &dbs)).unwrap();
 }
 
-async fn pg_load(p: Arc<Proxy>, db: String, n: usize) {
+/// Transactions until `done`; returns how many committed.
+async fn pg_load(p: Arc<Proxy>, db: String, n: usize, done: Arc<AtomicBool>) -> i64 {
     let c = pg_connect(&p, &db).await;
-    for i in 0..TXNS {
+    let mut i = 0;
+    while !done.load(Ordering::Relaxed) {
+        i += 1;
         let sql = format!("BEGIN; INSERT INTO t VALUES ({n}, {i}); SELECT count(*) FROM t; COMMIT");
         guard("pg transaction", c.batch_execute(&sql))
             .await
             .unwrap_or_else(|e| panic!("pg transaction dropped: {e}"));
     }
+    i
 }
 
-async fn my_load(p: Arc<Proxy>, db: String, n: usize) {
+async fn my_load(p: Arc<Proxy>, db: String, n: usize, done: Arc<AtomicBool>) -> i64 {
     let mut c = my_connect(&p, &db).await;
-    for i in 0..TXNS {
+    let mut i = 0;
+    while !done.load(Ordering::Relaxed) {
+        i += 1;
         let sql = format!("START TRANSACTION; INSERT INTO t VALUES ({n}, {i}); SELECT COUNT(*) FROM t; COMMIT");
         guard("mysql transaction", c.query_drop(sql))
             .await
             .unwrap_or_else(|e| panic!("mysql transaction dropped: {e}"));
     }
+    i
 }
 
-/// RELOAD every 200 ms (flipping the size), PAUSE/RESUME every third
-/// round, until `stop`. Returns (reloads, pauses).
-async fn operator(p: Arc<Proxy>, path: std::path::PathBuf, dbs: (String, String), stop: Arc<AtomicBool>) -> (u64, u64) {
+/// [`ROUNDS`] rounds 200 ms apart: RELOAD (flipping the size), and
+/// PAUSE/RESUME every third round; then sets `done`. Returns (reloads,
+/// pauses).
+async fn operator(p: Arc<Proxy>, path: std::path::PathBuf, dbs: (String, String), done: Arc<AtomicBool>) -> (u64, u64) {
     let a = admin(&p).await;
     let (reloads, pauses) = (AtomicU64::new(0), AtomicU64::new(0));
-    let mut round = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        round += 1;
+    for round in 1..=ROUNDS {
         write_config(&path, &dbs.0, &dbs.1, 4 + round % 2);
         guard("RELOAD", a.simple_query("RELOAD")).await.expect("RELOAD");
         reloads.fetch_add(1, Ordering::Relaxed);
@@ -68,6 +75,7 @@ async fn operator(p: Arc<Proxy>, path: std::path::PathBuf, dbs: (String, String)
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    done.store(true, Ordering::Relaxed);
     (reloads.into_inner(), pauses.into_inner())
 }
 
@@ -85,25 +93,28 @@ async fn reload_and_pause_resume_under_load_drop_nothing_on_either_protocol() {
     let mut mc = my_connect(&p, &my_db).await;
     mc.query_drop("CREATE TABLE t (client INT, i INT, PRIMARY KEY (client, i))").await.unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let op = tokio::spawn(operator(p.clone(), path.clone(), (pg_db.clone(), my_db.clone()), stop.clone()));
-    let mut load = Vec::new();
+    let done = Arc::new(AtomicBool::new(false));
+    let (mut pg_load_t, mut my_load_t) = (Vec::new(), Vec::new());
     for n in 0..CLIENTS {
-        load.push(tokio::spawn(pg_load(p.clone(), pg_db.clone(), n)));
-        load.push(tokio::spawn(my_load(p.clone(), my_db.clone(), n)));
+        pg_load_t.push(tokio::spawn(pg_load(p.clone(), pg_db.clone(), n, done.clone())));
+        my_load_t.push(tokio::spawn(my_load(p.clone(), my_db.clone(), n, done.clone())));
     }
-    for t in load {
-        t.await.expect("every client completes every transaction");
-    }
-    stop.store(true, Ordering::Relaxed);
+    let op = tokio::spawn(operator(p.clone(), path.clone(), (pg_db.clone(), my_db.clone()), done.clone()));
     let (reloads, pauses) = op.await.unwrap();
-    eprintln!("{reloads} RELOADs and {pauses} PAUSE/RESUME rounds under load, nothing dropped");
-    assert!(reloads > 0 && pauses > 0);
-    let want = (CLIENTS * TXNS) as i64;
+    let (mut pg_done, mut my_done) = (0, 0);
+    for t in pg_load_t {
+        pg_done += t.await.expect("every client completes every transaction");
+    }
+    for t in my_load_t {
+        my_done += t.await.expect("every client completes every transaction");
+    }
+    eprintln!("{reloads} RELOADs and {pauses} PAUSE/RESUME rounds under load: {pg_done} + {my_done} transactions, none dropped");
+    assert_eq!((reloads, pauses), (ROUNDS as u64, (ROUNDS / 3) as u64));
+    assert!(pg_done > 0 && my_done > 0);
     let n: i64 = pc.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
-    assert_eq!(n, want);
+    assert_eq!(n, pg_done);
     let m: Option<i64> = mc.query_first("SELECT COUNT(*) FROM t").await.unwrap();
-    assert_eq!(m, Some(want));
+    assert_eq!(m, Some(my_done));
     drop(pc);
     drop(mc.disconnect().await);
     let a = admin(&p).await;

@@ -21,6 +21,8 @@
 //!   [`shared_mariadb`].
 //! - [`relay`]: [`Relay`], a fault-injecting TCP relay (pass, delay, drop,
 //!   black-hole) to put between sqlmux and a server.
+//! - [`soak`]: the soak load (many clients, short transactions, RELOADs,
+//!   RSS samples) shared by the suite and `sqlmux-bench soak`.
 //!
 //! # Which server to use
 //!
@@ -56,6 +58,7 @@ pub mod pg;
 pub mod port;
 pub mod process;
 pub mod relay;
+pub mod soak;
 pub mod tools;
 
 pub use mariadb::{MariaDb, MariaDbOptions, mariadb_command, mariadb_tcp, shared_mariadb};

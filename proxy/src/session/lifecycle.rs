@@ -18,9 +18,9 @@ use std::time::Instant;
 use sqlmux_protocol::sql::Fingerprint;
 
 use super::leak::LeakWatch;
-use super::reply::ReplyWatch;
 use super::pins::Pins;
 use super::refusal::Refusal;
+use super::reply::ReplyWatch;
 use crate::Shared;
 use crate::client::{ClientInfo, ClientState, Signals};
 use crate::config::{DatabaseConfig, PoolMode};

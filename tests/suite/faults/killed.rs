@@ -72,9 +72,12 @@ async fn pg_terminate_backend_mid_query_errors_that_client_and_the_next_gets_a_l
     assert_eq!(sqlstate(&e), "57P01", "{e}");
     // A new client gets a live server, not the dead one.
     let c2 = pg_connect(&p, &db).await;
-    let row = guard("query after", c2.query_one("SELECT pg_backend_pid()::int8", &[]))
-        .await
-        .expect("the next checkout works");
+    let row = guard(
+        "query after",
+        c2.query_one("SELECT pg_backend_pid()::int8", &[]),
+    )
+    .await
+    .expect("the next checkout works");
     let pid2: i64 = row.get(0);
     assert_ne!(pid2, pid);
     assert!(!blocking(move || pg_alive(pid)).await);
@@ -140,7 +143,10 @@ async fn mariadb_kill_connection_mid_query_errors_that_client_and_the_next_gets_
         .expect("the next checkout works");
     let pic = settled(&a, &db).await;
     assert_eq!(pic.pids.len(), 1, "{pic:?}");
-    assert_ne!(pic.pids[0], id, "the killed server is gone from SHOW SERVERS");
+    assert_ne!(
+        pic.pids[0], id,
+        "the killed server is gone from SHOW SERVERS"
+    );
     assert!(id2.is_some());
     assert_eq!(blocking(move || my_alive(id)).await, "0");
     p.shutdown_now().await;

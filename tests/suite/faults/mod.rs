@@ -16,3 +16,5 @@ mod network;
 mod money;
 // RELOAD and PAUSE/RESUME under load on both protocols.
 mod control;
+// A 1,000-client soak with RELOADs (scripts/soak.sh runs the long one).
+mod soak;

@@ -54,14 +54,21 @@ struct Chaos {
 }
 
 /// Connects through sqlmux over a socket whose clone goes to `chaos`.
-async fn connect(p: &Proxy, db: &str, chaos: &Chaos, slot: usize) -> Option<tokio_postgres::Client> {
+async fn connect(
+    p: &Proxy,
+    db: &str,
+    chaos: &Chaos,
+    slot: usize,
+) -> Option<tokio_postgres::Client> {
     let std = std::net::TcpStream::connect(p.postgres_addr()).ok()?;
     std.set_nonblocking(true).ok()?;
     let clone = std.try_clone().ok()?;
     let tcp = tokio::net::TcpStream::from_std(std).ok()?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.user("postgres").dbname(db);
-    let (client, conn) = guard("login", cfg.connect_raw(tcp, tokio_postgres::NoTls)).await.ok()?;
+    let (client, conn) = guard("login", cfg.connect_raw(tcp, tokio_postgres::NoTls))
+        .await
+        .ok()?;
     tokio::spawn(conn);
     chaos.sockets.lock().unwrap()[slot] = Some(clone);
     Some(client)
@@ -90,7 +97,8 @@ async fn transfer(c: &tokio_postgres::Client, id: i64, from: i64, to: i64, amoun
             Ok(_) => {}
             Err(e) if sqlstate(&e) == "23505" => return Outcome::AlreadyDone,
             Err(_) => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), c.simple_query("ROLLBACK")).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), c.simple_query("ROLLBACK")).await;
                 return Outcome::Retry;
             }
         }
@@ -100,7 +108,13 @@ async fn transfer(c: &tokio_postgres::Client, id: i64, from: i64, to: i64, amoun
 
 /// One client: its transfers, reconnecting after every cut. Returns the
 /// ids whose COMMIT it saw succeed.
-async fn client(p: Arc<Proxy>, db: String, chaos: Arc<Chaos>, n: u64, until: Option<Instant>) -> Vec<i64> {
+async fn client(
+    p: Arc<Proxy>,
+    db: String,
+    chaos: Arc<Chaos>,
+    n: u64,
+    until: Option<Instant>,
+) -> Vec<i64> {
     let mut rng = Rng::seeded(n);
     let mut seen = Vec::new();
     let mut c = None;
@@ -111,7 +125,9 @@ async fn client(p: Arc<Proxy>, db: String, chaos: Arc<Chaos>, n: u64, until: Opt
         let to = (from + 1 + rng.below(ACCOUNTS as u64 - 1) as i64) % ACCOUNTS;
         let amount = 1 + rng.below(50) as i64;
         loop {
-            if c.as_ref().is_none_or(|c: &tokio_postgres::Client| c.is_closed()) {
+            if c.as_ref()
+                .is_none_or(|c: &tokio_postgres::Client| c.is_closed())
+            {
                 c = connect(&p, &db, &chaos, n as usize).await;
                 if c.is_none() {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -132,7 +148,12 @@ async fn client(p: Arc<Proxy>, db: String, chaos: Arc<Chaos>, n: u64, until: Opt
 
 /// Cuts a random client's socket or terminates a random server
 /// connection every few milliseconds until `stop`.
-async fn chaos_task(chaos: Arc<Chaos>, direct: tokio_postgres::Client, db: String, stop: Arc<AtomicBool>) {
+async fn chaos_task(
+    chaos: Arc<Chaos>,
+    direct: tokio_postgres::Client,
+    db: String,
+    stop: Arc<AtomicBool>,
+) {
     let mut rng = Rng::seeded(99);
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(15 + rng.below(30))).await;
@@ -179,15 +200,35 @@ async fn money_moved_under_chaos_is_never_lost_nor_doubled_on_postgres() {
     let db = fresh_db(shared_pg(), "flt_money");
     setup(&db).await;
     let pool = "size = 8, checkout_timeout = \"30s\"";
-    let p = Arc::new(start("", &[Db { name: &db, protocol: "postgres", port: shared_pg().port(), pool }]).await);
+    let p = Arc::new(
+        start(
+            "",
+            &[Db {
+                name: &db,
+                protocol: "postgres",
+                port: shared_pg().port(),
+                pool,
+            }],
+        )
+        .await,
+    );
     let chaos = Arc::new(Chaos::default());
-    chaos.sockets.lock().unwrap().resize_with(CLIENTS as usize, || None);
+    chaos
+        .sockets
+        .lock()
+        .unwrap()
+        .resize_with(CLIENTS as usize, || None);
     let until = std::env::var("SQLMUX_MONEY_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .map(|s| Instant::now() + Duration::from_secs(s));
     let stop = Arc::new(AtomicBool::new(false));
-    let chaos_run = tokio::spawn(chaos_task(chaos.clone(), direct_client(&db).await, db.clone(), stop.clone()));
+    let chaos_run = tokio::spawn(chaos_task(
+        chaos.clone(),
+        direct_client(&db).await,
+        db.clone(),
+        stop.clone(),
+    ));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| tokio::spawn(client(p.clone(), db.clone(), chaos.clone(), n, until)))
         .collect();
@@ -197,8 +238,14 @@ async fn money_moved_under_chaos_is_never_lost_nor_doubled_on_postgres() {
     }
     stop.store(true, Ordering::Relaxed);
     chaos_run.await.unwrap();
-    let (cut, terminated) = (chaos.cut.load(Ordering::Relaxed), chaos.terminated.load(Ordering::Relaxed));
-    eprintln!("money: {} transfers seen committed, {cut} client sockets cut, {terminated} servers terminated", committed.len());
+    let (cut, terminated) = (
+        chaos.cut.load(Ordering::Relaxed),
+        chaos.terminated.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "money: {} transfers seen committed, {cut} client sockets cut, {terminated} servers terminated",
+        committed.len()
+    );
     assert!(cut > 0 && terminated > 0, "the chaos did something");
     // A connection opened after the chaos, so the chaos never ended it.
     check_books(&direct_client(&db).await, &db, &committed).await;
@@ -208,8 +255,16 @@ async fn money_moved_under_chaos_is_never_lost_nor_doubled_on_postgres() {
 /// The books balance: total unchanged, every seen commit logged, every
 /// balance what the log says; no server idle in transaction.
 async fn check_books(d: &tokio_postgres::Client, db: &str, committed: &HashSet<i64>) {
-    let total: i64 = d.query_one("SELECT sum(bal)::int8 FROM acc", &[]).await.unwrap().get(0);
-    assert_eq!(total, ACCOUNTS * START_BALANCE, "money appeared or vanished");
+    let total: i64 = d
+        .query_one("SELECT sum(bal)::int8 FROM acc", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        total,
+        ACCOUNTS * START_BALANCE,
+        "money appeared or vanished"
+    );
     let logged: HashSet<i64> = d
         .query("SELECT id FROM log", &[])
         .await
@@ -233,8 +288,10 @@ async fn check_books(d: &tokio_postgres::Client, db: &str, committed: &HashSet<i
     let sql = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND state LIKE 'idle in transaction%'"
     );
-    eventually(Duration::from_secs(30), "no server idle in transaction", async || {
-        d.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) == 0
-    })
+    eventually(
+        Duration::from_secs(30),
+        "no server idle in transaction",
+        async || d.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) == 0,
+    )
     .await;
 }

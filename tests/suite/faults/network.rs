@@ -14,8 +14,8 @@ use sqlmux_protocol::postgres::message;
 
 use super::util::{Db, admin, guard, my_connect, my_url, pg_connect, pg_url, settled, start};
 use crate::common::{connect_url, err_text, fresh_db};
-use crate::raw::RawClient;
 use crate::mysql::fresh_db as my_fresh_db;
+use crate::raw::RawClient;
 
 const GENERAL: &str = "server_connect_timeout = \"500ms\"";
 const POOL: &str = "size = 2, checkout_timeout = \"1s\", query_timeout = \"1s\"";
@@ -23,7 +23,16 @@ const POOL: &str = "size = 2, checkout_timeout = \"1s\", query_timeout = \"1s\""
 async fn pg_behind_relay(prefix: &str, pool: &str) -> (String, Relay, sqlmux::Proxy) {
     let db = fresh_db(shared_pg(), prefix);
     let relay = Relay::start(shared_pg().addr()).await;
-    let p = start(GENERAL, &[Db { name: &db, protocol: "postgres", port: relay.port(), pool }]).await;
+    let p = start(
+        GENERAL,
+        &[Db {
+            name: &db,
+            protocol: "postgres",
+            port: relay.port(),
+            pool,
+        }],
+    )
+    .await;
     (db, relay, p)
 }
 
@@ -37,7 +46,10 @@ async fn pg_black_holed_connect_is_cut_by_server_connect_timeout_and_recovers() 
         .expect_err("no server can be reached");
     let text = err_text(&e);
     assert!(text.contains("server_connect_timeout"), "{text}");
-    assert!(relay.accepted() >= 1, "sqlmux tried to connect through the relay");
+    assert!(
+        relay.accepted() >= 1,
+        "sqlmux tried to connect through the relay"
+    );
     relay.set_mode(Mode::Pass);
     let c = pg_connect(&p, &db).await;
     guard("query after the path is back", c.simple_query("SELECT 1"))
@@ -119,7 +131,12 @@ async fn pg_dropped_path_errors_the_client_in_flight_and_idle_servers_are_replac
 async fn pg_delayed_path_is_slow_but_loses_nothing() {
     let (db, relay, p) = pg_behind_relay("flt_delay", POOL).await;
     let c = pg_connect(&p, &db).await;
-    guard("create", c.batch_execute("CREATE TABLE t (client int, i int)")).await.unwrap();
+    guard(
+        "create",
+        c.batch_execute("CREATE TABLE t (client int, i int)"),
+    )
+    .await
+    .unwrap();
     relay.set_mode(Mode::Delay(Duration::from_millis(20)));
     let mut tasks = Vec::new();
     for client in 0..4 {
@@ -127,14 +144,19 @@ async fn pg_delayed_path_is_slow_but_loses_nothing() {
         tasks.push(tokio::spawn(async move {
             for i in 0..10 {
                 let sql = format!("BEGIN; INSERT INTO t VALUES ({client}, {i}); COMMIT");
-                guard("delayed transaction", c.batch_execute(&sql)).await.expect("a slow path still works");
+                guard("delayed transaction", c.batch_execute(&sql))
+                    .await
+                    .expect("a slow path still works");
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let n: i64 = guard("count", c.query_one("SELECT count(*) FROM t", &[])).await.unwrap().get(0);
+    let n: i64 = guard("count", c.query_one("SELECT count(*) FROM t", &[]))
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 40);
     p.shutdown_now().await;
 }
@@ -143,7 +165,16 @@ async fn pg_delayed_path_is_slow_but_loses_nothing() {
 async fn mariadb_black_hole_and_drop_are_cut_by_timeouts_and_the_pool_recovers() {
     let db = my_fresh_db("flt_my_net");
     let relay = Relay::start(shared_mariadb().addr()).await;
-    let p = start(GENERAL, &[Db { name: &db, protocol: "mysql", port: relay.port(), pool: POOL }]).await;
+    let p = start(
+        GENERAL,
+        &[Db {
+            name: &db,
+            protocol: "mysql",
+            port: relay.port(),
+            pool: POOL,
+        }],
+    )
+    .await;
     let a = admin(&p).await;
     // Black hole at connect: server_connect_timeout.
     relay.set_mode(Mode::BlackHole);
@@ -155,7 +186,9 @@ async fn mariadb_black_hole_and_drop_are_cut_by_timeouts_and_the_pool_recovers()
     // Back: a server is opened.
     relay.set_mode(Mode::Pass);
     let mut c = my_connect(&p, &db).await;
-    guard("after connect black hole", c.query_drop("SELECT 1")).await.expect("recovers");
+    guard("after connect black hole", c.query_drop("SELECT 1"))
+        .await
+        .expect("recovers");
     // Black hole mid-query: query_timeout.
     relay.set_mode(Mode::BlackHole);
     let e = guard("query into a black hole", c.query_drop("SELECT 2"))
@@ -175,7 +208,9 @@ async fn mariadb_black_hole_and_drop_are_cut_by_timeouts_and_the_pool_recovers()
         .expect_err("a reset path fails the query");
     relay.set_mode(Mode::Pass);
     let mut c = my_connect(&p, &db).await;
-    let v: Option<i64> = guard("after the drop", c.query_first("SELECT 6 * 7")).await.expect("recovers");
+    let v: Option<i64> = guard("after the drop", c.query_first("SELECT 6 * 7"))
+        .await
+        .expect("recovers");
     assert_eq!(v, Some(42));
     assert_eq!(settled(&a, &db).await.servers, 1);
     p.shutdown_now().await;

@@ -18,6 +18,7 @@
 //!   through sqlmux.
 //! - [`scenario`]: the matrix.
 //! - [`report`]: aggregation, the table, the targets, JSON.
+//! - [`soak`]: `soak`, thousands of clients on both ports for minutes.
 
 mod idle;
 mod mysql;
@@ -25,6 +26,7 @@ mod pgbench;
 mod procs;
 mod report;
 mod scenario;
+mod soak;
 mod sys;
 mod targets;
 
@@ -56,6 +58,9 @@ enum Cmd {
     /// Compare sqlmux's MySQL port with a direct MariaDB connection
     /// (sysbench).
     CompareMysql(mysql::MysqlArgs),
+    /// Thousands of clients on both ports doing short transactions through
+    /// small pools, with RELOADs (scripts/soak.sh).
+    Soak(soak::SoakArgs),
 }
 
 /// Options of `compare`.
@@ -132,6 +137,7 @@ fn main() {
     let result = match cli.command {
         Cmd::Compare(args) => compare(args),
         Cmd::CompareMysql(args) => mysql::compare(args),
+        Cmd::Soak(args) => soak::soak(args),
     };
     match result {
         Ok(()) => {}

@@ -14,6 +14,8 @@ mod restart;
 mod network;
 // The money test: transfers under client cuts and server terminations.
 mod money;
+// The money test on MariaDB: sqlmux KILLs clients, MariaDB KILLs servers.
+mod money_mysql;
 // RELOAD and PAUSE/RESUME under load on both protocols.
 mod control;
 // A 1,000-client soak with RELOADs (scripts/soak.sh runs the long one).

@@ -26,17 +26,17 @@ const ACCOUNTS: i64 = 20;
 const START_BALANCE: i64 = 1000;
 
 /// A tiny xorshift generator (tests need no crypto-grade randomness).
-struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
-    fn seeded(salt: u64) -> Rng {
+    pub(super) fn seeded(salt: u64) -> Rng {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as u64;
         Rng((t ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

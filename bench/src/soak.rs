@@ -73,7 +73,7 @@ struct Setup {
 pub fn soak(args: SoakArgs) -> Result<()> {
     procs::install_signal_cleanup();
     let nofile = procs::raise_nofile(1 << 20);
-    let needed = 2 * args.clients as u64 + 1000;
+    let needed = args.clients as u64 + 1000;
     if nofile < needed {
         bail!(
             "RLIMIT_NOFILE is {nofile}, but {} clients need about {needed}; raise `ulimit -n`",

@@ -16,6 +16,8 @@
 //! Cancel safety: a checkout future dropped while queued removes itself from
 //! the queue, and a grant that raced with the drop is handed back.
 
+#[cfg(test)]
+mod connect_retry_tests;
 pub mod registry;
 pub mod state;
 

@@ -17,8 +17,10 @@ use crate::common::{connect_url, err_text, fresh_db};
 use crate::mysql::fresh_db as my_fresh_db;
 use crate::raw::RawClient;
 
-const GENERAL: &str = "server_connect_timeout = \"500ms\"";
-const POOL: &str = "size = 2, checkout_timeout = \"1s\", query_timeout = \"1s\"";
+/// Short enough for a quick test, long enough for a loaded machine to log
+/// in to a server that is there.
+const GENERAL: &str = "server_connect_timeout = \"2s\"";
+const POOL: &str = "size = 2, checkout_timeout = \"1s\", query_timeout = \"2s\"";
 
 async fn pg_behind_relay(prefix: &str, pool: &str) -> (String, Relay, sqlmux::Proxy) {
     let db = fresh_db(shared_pg(), prefix);
@@ -129,7 +131,7 @@ async fn pg_dropped_path_errors_the_client_in_flight_and_idle_servers_are_replac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_delayed_path_is_slow_but_loses_nothing() {
-    let (db, relay, p) = pg_behind_relay("flt_delay", POOL).await;
+    let (db, relay, p) = pg_behind_relay("flt_delay", "size = 2").await;
     let c = pg_connect(&p, &db).await;
     guard(
         "create",

@@ -190,13 +190,26 @@ fn think(opts: &SoakOptions, seed: &mut u64) -> Duration {
     opts.think / 2 + opts.think * (*seed % 1000) as u32 / 1000
 }
 
-async fn guarded<T, E: std::fmt::Display>(
+async fn guarded<T, E: std::error::Error>(
     f: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(CALL_GUARD, f).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
+        Ok(r) => r.map_err(|e| chain(&e)),
         Err(_) => Err(format!("no answer within {CALL_GUARD:?} (a hang)")),
     }
+}
+
+/// An error with its sources (tokio-postgres says only "db error" and
+/// keeps the server's message in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 async fn pg_client(o: &SoakOptions, c: &Counters, end: Instant, id: u64) {
@@ -404,6 +417,24 @@ sqlmux_checkout_wait_seconds_count{database=\"b\"} 100
         let p = p99_from_buckets(&text, "sqlmux_checkout_wait_seconds_bucket");
         assert_eq!(p, Some(0.01));
         assert_eq!(p99_from_buckets("", "x_bucket"), None);
+    }
+
+    #[test]
+    fn errors_carry_their_sources() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("db error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other("pool \"a/b\" is full"));
+        assert_eq!(chain(&e), "db error: pool \"a/b\" is full");
     }
 
     #[test]

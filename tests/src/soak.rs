@@ -320,8 +320,12 @@ async fn reload_loop(o: SoakOptions, c: Arc<Counters>, end: Instant) {
 async fn sample_rss(pid: u32, start: Instant, end: Instant) -> Vec<(u64, u64)> {
     let every = ((end - start) / 10).clamp(Duration::from_millis(500), Duration::from_secs(10));
     let mut out = Vec::new();
-    while Instant::now() < end {
+    loop {
         tokio::time::sleep(every).await;
+        if Instant::now() > end {
+            // The clients are leaving: not a sample of the load.
+            break;
+        }
         let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let kib = text
             .lines()

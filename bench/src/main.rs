@@ -19,6 +19,7 @@
 //! - [`proxysql`]: ProxySQL as a third `compare-mysql` target.
 //! - [`scenario`]: the matrix.
 //! - [`report`]: aggregation, the table, the targets, JSON.
+//! - [`soak`]: `soak`, thousands of clients on both ports for minutes.
 
 mod callgrind;
 mod idle;
@@ -28,6 +29,7 @@ mod procs;
 mod proxysql;
 mod report;
 mod scenario;
+mod soak;
 mod sys;
 mod targets;
 
@@ -62,6 +64,9 @@ enum Cmd {
     /// Instructions per transaction and per login under valgrind's
     /// callgrind, insight on and off.
     Callgrind(callgrind::CallgrindArgs),
+    /// Thousands of clients on both ports doing short transactions through
+    /// small pools, with RELOADs (scripts/soak.sh).
+    Soak(soak::SoakArgs),
 }
 
 /// Options of `compare`.
@@ -145,6 +150,7 @@ fn main() {
         Cmd::Compare(args) => compare(args),
         Cmd::CompareMysql(args) => mysql::compare(args),
         Cmd::Callgrind(args) => callgrind::run(args),
+        Cmd::Soak(args) => soak::soak(args),
     };
     match result {
         Ok(()) => {}

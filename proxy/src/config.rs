@@ -298,6 +298,7 @@ struct FilePool {
     backend_cpus: Option<usize>,
     min_idle: Option<usize>,
     checkout_timeout: Option<Dur>,
+    query_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     max_lifetime: Option<Dur>,
     max_client_connections: Option<usize>,
@@ -494,6 +495,9 @@ pub struct PoolConfig {
     pub min_idle: usize,
     /// Longest a client waits for a server.
     pub checkout_timeout: Duration,
+    /// Longest a lent server may stay silent while it owes a reply; then
+    /// the client gets an error and the server is closed (0 = never).
+    pub query_timeout: Duration,
     /// Idle servers close after this (0 = never).
     pub idle_timeout: Duration,
     /// Every server closes after this age, at its next release (0 = never).
@@ -1145,6 +1149,11 @@ fn resolve_pool(
         size_source,
         min_idle,
         checkout_timeout,
+        query_timeout: over
+            .query_timeout
+            .or(base.query_timeout)
+            .map(|d| d.0)
+            .unwrap_or(Duration::ZERO),
         idle_timeout: over
             .idle_timeout
             .or(base.idle_timeout)

@@ -19,6 +19,10 @@
 //!   [`shared_pg`] with a standard set of roles.
 //! - [`mariadb`]: [`MariaDb`] (mariadb-install-db + `mariadbd`) and
 //!   [`shared_mariadb`].
+//! - [`relay`]: [`Relay`], a fault-injecting TCP relay (pass, delay, drop,
+//!   black-hole) to put between sqlmux and a server.
+//! - [`soak`]: the soak load (many clients, short transactions, RELOADs,
+//!   RSS samples) shared by the suite and `sqlmux-bench soak`.
 //!
 //! # Which server to use
 //!
@@ -53,12 +57,15 @@ pub mod mariadb;
 pub mod pg;
 pub mod port;
 pub mod process;
+pub mod relay;
+pub mod soak;
 pub mod tools;
 
 pub use mariadb::{MariaDb, MariaDbOptions, mariadb_command, mariadb_tcp, shared_mariadb};
 pub use pg::{PgCluster, PgOptions, psql_command, psql_tcp, shared_pg};
 pub use port::free_port;
 pub use process::run_command;
+pub use relay::{Mode, Relay};
 pub use tools::{mariadb_tool, pg_tool, require_mariadb_tools, require_pg_tools, which};
 
 /// A TLS certificate chain and private key, both PEM, for a test server.

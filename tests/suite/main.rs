@@ -39,3 +39,5 @@ mod web;
 mod init;
 // Unix-domain sockets towards clients and towards both servers.
 mod unix;
+// Faults and load: restarts, killed servers, a failing network path, money.
+mod faults;

@@ -752,6 +752,12 @@ pub fn config(shared: &Shared) -> Table {
             "5s".into(),
             true,
         ),
+        (
+            "pool.query_timeout",
+            dur(p.query_timeout),
+            "0s".into(),
+            true,
+        ),
         ("pool.idle_timeout", dur(p.idle_timeout), "10m".into(), true),
         ("pool.max_lifetime", dur(p.max_lifetime), "1h".into(), true),
         (

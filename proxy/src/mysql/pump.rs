@@ -165,8 +165,27 @@ async fn flush(client: &mut ClientEnd<'_>) -> Result<(), PumpError> {
     client.conn.flush().await.map_err(|_| PumpError::ClientGone)
 }
 
-/// Reads more from the server while watching the client for a disconnect.
+/// Reads more from the server while watching the client for a disconnect;
+/// a server silent for `pool.query_timeout` counts as gone.
 async fn read_server(server: &mut MyServer, client: &mut ClientEnd<'_>) -> Result<(), PumpError> {
+    use crate::pool::PooledServer;
+    let limit = server.info().query_timeout();
+    if limit.is_zero() {
+        return read_server_or_client(server, client).await;
+    }
+    match tokio::time::timeout(limit, read_server_or_client(server, client)).await {
+        Ok(r) => r,
+        Err(_) => Err(PumpError::ServerGone(format!(
+            "no reply from the server for {} ms (pool.query_timeout); the server connection was closed",
+            limit.as_millis()
+        ))),
+    }
+}
+
+async fn read_server_or_client(
+    server: &mut MyServer,
+    client: &mut ClientEnd<'_>,
+) -> Result<(), PumpError> {
     loop {
         tokio::select! {
             r = server.stream.read_buf(&mut server.buf) => {

@@ -16,6 +16,8 @@
 //! Cancel safety: a checkout future dropped while queued removes itself from
 //! the queue, and a grant that raced with the drop is handed back.
 
+#[cfg(test)]
+mod connect_retry_tests;
 pub mod registry;
 pub mod state;
 
@@ -172,6 +174,8 @@ pub struct ServerInfo {
     /// `remote_pid` (PostgreSQL: the BackendKeyData secret; empty for MySQL,
     /// whose KILL QUERY needs only the thread id).
     pub cancel_token: Mutex<Vec<u8>>,
+    /// The pool's `query_timeout` when the server was lent (nanoseconds).
+    query_timeout_ns: AtomicU64,
 }
 
 fn config_ns(d: Duration) -> u64 {
@@ -230,7 +234,14 @@ impl ServerInfo {
             prepared_statements: AtomicUsize::new(0),
             close_needed: AtomicBool::new(false),
             cancel_token: Mutex::new(Vec::new()),
+            query_timeout_ns: AtomicU64::new(0),
         }
+    }
+
+    /// How long the server may stay silent while it owes a reply (the
+    /// pool's `query_timeout` at lease time; zero = no limit).
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_nanos(self.query_timeout_ns.load(Ordering::Relaxed))
     }
 
     /// Current state.
@@ -308,6 +319,7 @@ pub struct Pool<S: PooledServer> {
     /// the hot path takes no lock for them.
     checkout_timeout_ns: AtomicU64,
     max_lifetime_ns: AtomicU64,
+    query_timeout_ns: AtomicU64,
 }
 
 impl<S: PooledServer> std::fmt::Debug for Pool<S> {
@@ -320,6 +332,7 @@ impl<S: PooledServer> Pool<S> {
     /// A pool with no servers yet.
     pub fn new(key: PoolKey, config: PoolConfig, connector: Box<dyn Connector<S>>) -> Arc<Self> {
         let (checkout_timeout, max_lifetime) = (config.checkout_timeout, config.max_lifetime);
+        let query_timeout = config.query_timeout;
         Arc::new(Pool {
             key,
             state: Mutex::new(PoolState::new(config.size)),
@@ -333,6 +346,7 @@ impl<S: PooledServer> Pool<S> {
             warm_backoff: Mutex::new(None),
             checkout_timeout_ns: AtomicU64::new(config_ns(checkout_timeout)),
             max_lifetime_ns: AtomicU64::new(config_ns(max_lifetime)),
+            query_timeout_ns: AtomicU64::new(config_ns(query_timeout)),
         })
     }
 
@@ -364,6 +378,8 @@ impl<S: PooledServer> Pool<S> {
             .store(config_ns(config.checkout_timeout), Ordering::Relaxed);
         self.max_lifetime_ns
             .store(config_ns(config.max_lifetime), Ordering::Relaxed);
+        self.query_timeout_ns
+            .store(config_ns(config.query_timeout), Ordering::Relaxed);
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
         let closed = self.lock().set_size(size);
         self.close_all(closed);
@@ -433,11 +449,15 @@ impl<S: PooledServer> Pool<S> {
                         self.close(s);
                     }
                 }
-                Grant::Connect => {
-                    let s = self.open().await?;
-                    self.lock().connected();
-                    return Ok(self.lease(s, client_id, Instant::now()));
-                }
+                Grant::Connect => match self.open().await {
+                    Ok(s) => {
+                        self.lock().connected();
+                        return Ok(self.lease(s, client_id, Instant::now()));
+                    }
+                    // A server that is restarting: try again while the
+                    // client may still wait.
+                    Err(e) => retry_pause(&e, started + timeout).await.ok_or(e)?,
+                },
             }
         }
     }
@@ -461,6 +481,10 @@ impl<S: PooledServer> Pool<S> {
 
     fn lease(self: &Arc<Self>, s: S, client_id: u64, at: Instant) -> Lease<S> {
         s.info().set(ServerState::Active, client_id, at);
+        s.info().query_timeout_ns.store(
+            self.query_timeout_ns.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         Lease {
             server: Some(s),
             pool: self.clone(),
@@ -617,6 +641,23 @@ impl<S: PooledServer> Pool<S> {
             });
         }
     }
+}
+
+/// Pause between connect attempts while a server cannot be reached.
+const CONNECT_RETRY: Duration = Duration::from_millis(200);
+
+/// After a failed connect: waits [`CONNECT_RETRY`] and returns `Some` when
+/// the failure is one a restarting server gives (refused, reset, "starting
+/// up" / "shutting down") and the checkout deadline leaves room for
+/// another attempt; `None` to hand the error to the client now (bad
+/// password, unknown database, deadline near).
+async fn retry_pause(e: &ConnectError, deadline: Instant) -> Option<()> {
+    let transient = e.sqlstate.starts_with("08") || e.sqlstate == "57P03";
+    if !transient || Instant::now() + CONNECT_RETRY >= deadline {
+        return None;
+    }
+    tokio::time::sleep(CONNECT_RETRY).await;
+    Some(())
 }
 
 /// A queued checkout. Its drop leaves the queue (cancel safety).

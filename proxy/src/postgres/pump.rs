@@ -55,6 +55,9 @@ impl Session {
             if self.core.leak.poll_due(cx, idle).is_ready() {
                 return Poll::Ready(PumpEnd::LeakIdle);
             }
+            if let Some(end) = self.server_silent(cx, srv) {
+                return Poll::Ready(end);
+            }
             if !progress {
                 return Poll::Pending;
             }
@@ -98,6 +101,7 @@ impl Session {
             )),
             Poll::Ready(Ok(_)) => {
                 self.core.now = Instant::now();
+                self.core.reply.heard();
                 progress = true;
                 Ok(progress)
             }
@@ -125,6 +129,23 @@ impl Session {
             }
             Poll::Pending => Ok(progress),
         }
+    }
+
+    /// `pool.query_timeout`: the server owes a reply and has sent nothing
+    /// for that long.
+    fn server_silent(&mut self, cx: &mut Context<'_>, srv: &PgServer) -> Option<PumpEnd> {
+        use crate::pool::PooledServer;
+        let limit = srv.info().query_timeout();
+        if limit.is_zero() {
+            return None;
+        }
+        let owed = srv.q.owes_reply();
+        self.core.reply.poll_due(cx, owed, limit).is_ready().then(|| {
+            PumpEnd::ServerGone(format!(
+                "no reply from the server for {} ms (pool.query_timeout); the server connection was closed",
+                limit.as_millis()
+            ))
+        })
     }
 
     fn at_boundary(&self, srv: &PgServer) -> bool {

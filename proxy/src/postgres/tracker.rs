@@ -143,6 +143,13 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// True when the server will answer without further client input: a
+    /// request that ends with ReadyForQuery is queued and no copy-in waits
+    /// for the client's data.
+    pub fn owes_reply(&self) -> bool {
+        !self.copy_in && self.q.iter().any(Req::ends_with_ready)
+    }
+
     /// Queues a request.
     #[inline]
     pub fn push(&mut self, r: Req) {

@@ -20,6 +20,7 @@ use sqlmux_protocol::sql::Fingerprint;
 use super::leak::LeakWatch;
 use super::pins::Pins;
 use super::refusal::Refusal;
+use super::reply::ReplyWatch;
 use crate::Shared;
 use crate::client::{ClientInfo, ClientState, Signals};
 use crate::config::{DatabaseConfig, PoolMode};
@@ -71,6 +72,8 @@ pub struct Core<S: PooledServer> {
     n_plus_one: SessionInsight,
     /// Leaked-transaction watch.
     pub leak: LeakWatch,
+    /// Silent-server watch (`pool.query_timeout`).
+    pub reply: ReplyWatch,
     /// What holds the lease beyond a transaction.
     pub pins: Pins,
 }
@@ -105,6 +108,7 @@ impl<S: PooledServer> Core<S> {
             last_done: now,
             n_plus_one: SessionInsight::new(),
             leak: LeakWatch::new(idle, action),
+            reply: ReplyWatch::default(),
             pins,
         }
     }

@@ -7,6 +7,7 @@
 //! - [`lifecycle`]: the lease and transaction lifecycle with its insight
 //!   hooks (checkout timing, counters, statement latency, N+1).
 //! - [`leak`]: the leaked-transaction watch.
+//! - [`reply`]: the silent-server watch (`pool.query_timeout`).
 //! - [`pins`]: session state that keeps a client on its server.
 //! - [`statements`]: the prepared statements a server holds (bounded LRU).
 //!
@@ -19,6 +20,7 @@ pub mod leak;
 pub mod lifecycle;
 pub mod pins;
 pub mod refusal;
+pub mod reply;
 pub mod statements;
 
 pub use lifecycle::Core;

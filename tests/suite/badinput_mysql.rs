@@ -243,3 +243,30 @@ async fn mysql_bad_input_gets_an_err_packet_and_a_close_and_other_clients_see_no
     bystander.finish().await;
     proxy.shutdown_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_ssl_request_without_tls_configured_gets_an_err() {
+    let db = crate::mysql::fresh_db("my_nossl");
+    let text = format!(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\n[mysql]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[databases]]\nname = \"{db}\"\nprotocol = \"mysql\"\nhost = \"127.0.0.1\"\nport = {}\n\n\
+         [[users]]\nname = \"app\"\npassword = \"app-pass\"\n",
+        shared_mariadb().port()
+    );
+    let proxy = Proxy::start(Config::parse(&text).unwrap()).await.unwrap();
+    let mut s = TcpStream::connect(proxy.mysql_addr()).await.unwrap();
+    let greeting = InitialHandshake::decode(&read_packet(&mut s).await).expect("greeting");
+    assert_eq!(greeting.capabilities & CLIENT_SSL, 0, "TLS not offered");
+    let mut ssl = response(CAPS | CLIENT_SSL, b"", &[], b"");
+    ssl.truncate(32);
+    let case = Case {
+        name: "SSL request, TLS not configured",
+        before: Before::Connect,
+        bytes: packet(1, &ssl),
+        half_close: false,
+        expect: Expect::MysqlCode(1156),
+    };
+    let out = send_and_read_to_close(&mut s, &case.bytes, false).await;
+    check(&case, &out);
+    proxy.shutdown_now().await;
+}

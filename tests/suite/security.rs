@@ -47,7 +47,7 @@ async fn pg_login_ok(url: &str) {
 
 /// Logs in expecting a refusal with `code`.
 async fn pg_login_fails(url: &str, code: &str) {
-    let e = connect_url(url).await.err().expect("login refused");
+    let e = connect_url(url).await.expect_err("login refused");
     assert_eq!(sqlstate(&e), code, "{e}");
 }
 
@@ -128,7 +128,7 @@ async fn mysql_login_paths() -> Vec<String> {
         assert_eq!(v, Some(1));
         c.disconnect().await.unwrap();
         let opts = mysql_async::Opts::from_url(&url(WRONG_PW)).unwrap();
-        let e = mysql_async::Conn::new(opts).await.err().expect("refused");
+        let e = mysql_async::Conn::new(opts).await.expect_err("refused");
         assert!(e.to_string().contains("1045"), "{e}");
         p.shutdown_now().await;
     }
@@ -375,8 +375,8 @@ async fn no_login_without_a_password_unless_trust_is_configured() {
         if auth == "trust" {
             nopw.expect("trust lets a user without a password in");
         } else {
-            assert_eq!(sqlstate(&nopw.err().expect("refused")), "28P01", "{auth}");
-            assert_eq!(sqlstate(&empty.err().expect("refused")), "28P01", "{auth}");
+            assert_eq!(sqlstate(&nopw.expect_err("refused")), "28P01", "{auth}");
+            assert_eq!(sqlstate(&empty.expect_err("refused")), "28P01", "{auth}");
         }
         p.shutdown_now().await;
     }
@@ -393,8 +393,7 @@ async fn no_login_without_a_password_unless_trust_is_configured() {
     let url = format!("mysql://app@127.0.0.1:{port}/{mdb}?prefer_socket=false");
     let e = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(e.to_string().contains("1045"), "{e}");
     p.shutdown_now().await;
 }

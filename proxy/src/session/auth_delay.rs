@@ -159,6 +159,43 @@ mod tests {
         assert_eq!(d.failed(ip, "u", CAP), BASE);
     }
 
+    /// A writer into a shared buffer, for capturing the log.
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_burst_is_logged_once_and_summarised_when_it_ends() {
+        let log = Capture::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let d = AuthDelay::default();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..5 {
+                d.failed(ip, "mallory", CAP);
+            }
+            d.succeeded(ip);
+        });
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("failed login;").count(), 1, "{text}");
+        assert_eq!(text.matches("burst of failed logins").count(), 1, "{text}");
+        assert!(text.contains("failures=5"), "{text}");
+        assert!(text.contains("user=\"mallory\""), "{text}");
+    }
+
     #[test]
     fn zero_cap_disables_the_delay() {
         let d = AuthDelay::default();

@@ -56,5 +56,9 @@ fi
 cargo check --workspace --all-targets --locked
 cargo test --workspace --locked "$@"
 
+# Every fuzz target for a few seconds, so a broken target or a shallow
+# crash fails the tests (scripts/fuzz.sh without --smoke is the long run).
+scripts/fuzz.sh --smoke
+
 # The Dockerfile, the Helm chart and its Grafana dashboard.
 scripts/deploy-test.sh

@@ -52,6 +52,15 @@ impl PeerAddr {
         }
     }
 
+    /// The IP address failed logins are counted under; clients of a Unix
+    /// socket all count as one (0.0.0.0).
+    pub fn ip(&self) -> std::net::IpAddr {
+        match self {
+            PeerAddr::Tcp(a) => a.ip(),
+            PeerAddr::Unix { .. } => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        }
+    }
+
     /// True for a Unix-domain socket.
     pub fn is_unix(&self) -> bool {
         matches!(self, PeerAddr::Unix { .. })

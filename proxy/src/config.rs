@@ -211,6 +211,7 @@ struct FileGeneral {
     max_message_size: Option<u64>,
     server_connect_timeout: Option<Dur>,
     client_login_timeout: Option<Dur>,
+    auth_failure_delay: Option<Dur>,
     stats_period: Option<Dur>,
 }
 
@@ -375,6 +376,9 @@ pub struct General {
     pub server_connect_timeout: Duration,
     /// A client must finish logging in within this (PgBouncer's key).
     pub client_login_timeout: Duration,
+    /// Longest delay before answering a failed login; consecutive failures
+    /// from one address double it up to this (0 disables).
+    pub auth_failure_delay: Duration,
     /// Interval over which SHOW STATS averages are computed.
     pub stats_period: Duration,
 }
@@ -745,6 +749,10 @@ fn resolve(
             .client_login_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(60)),
+        auth_failure_delay: g
+            .auth_failure_delay
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(2)),
         stats_period: g
             .stats_period
             .map(|d| d.0)

@@ -107,6 +107,8 @@ pub struct Shared {
     pub admin_tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
     /// Secrets of users found through `postgres.auth_query`, cached briefly.
     pub auth_cache: auth::AuthCache,
+    /// Failed-login bursts per client address (both protocols).
+    pub auth_delay: session::auth_delay::AuthDelay,
 }
 
 impl std::fmt::Debug for Shared {
@@ -221,6 +223,7 @@ impl Proxy {
             mysql_tls: ArcSwap::from_pointee(None),
             admin_tls: ArcSwap::from_pointee(None),
             auth_cache: auth::AuthCache::default(),
+            auth_delay: Default::default(),
         });
         shared
             .pg_tls

@@ -35,6 +35,15 @@ mod mysql_prepared;
 mod mysql_drivers;
 // The web page and JSON API: basic auth, answers, headless Chromium.
 mod web;
+// Bad input on both listeners: malformed, oversized and cut packets, TLS
+// garbage, silent clients; a healthy client alongside sees nothing.
+mod badinput;
+mod badinput_mysql;
+// A growing delay for repeated failed logins from one address.
+mod login_delay;
+// No password in trace logs, TLS 1.2 at least, read-only admin HTTP, no
+// login without a password unless trust is configured.
+mod security;
 // `sqlmux init --from URL`: the written configuration serves the printed URL.
 mod init;
 // Unix-domain sockets towards clients and towards both servers.

@@ -635,6 +635,12 @@ pub fn config(shared: &Shared) -> Table {
             true,
         ),
         (
+            "general.auth_failure_delay",
+            dur(g.auth_failure_delay),
+            "2s".into(),
+            true,
+        ),
+        (
             "general.stats_period",
             dur(g.stats_period),
             "1m".into(),

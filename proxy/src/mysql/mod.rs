@@ -48,7 +48,7 @@ use crate::config::{ClientTlsMode, Config, Protocol};
 use crate::io::Stream;
 use crate::listener::Accepted;
 use crate::pool::unix_us;
-use crate::session::{Core, Refusal, admission};
+use crate::session::{Core, Refusal, admission, auth_delay};
 use conn::PacketConn;
 use pools::{Profile, pool_for, server_credentials};
 use session::{INITIAL_STATUS, Session};
@@ -63,8 +63,6 @@ const SERVER_CAPS: u32 = 0x81ff_f7fe;
 const SERVER_MARIADB_CAPS: u32 = 0x1d;
 /// utf8mb4_general_ci, the collation announced in the greeting.
 const DEFAULT_COLLATION: u8 = 45;
-/// Longest a client may take to log in.
-const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Longest packet accepted during login.
 const MAX_LOGIN_PACKET: usize = 64 * 1024;
 
@@ -123,17 +121,18 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<(Session, Re
     } else if shared.drain.is_cancelled() {
         info.signals.raise(Signals::DRAIN);
     }
-    let limit = LOGIN_TIMEOUT;
+    let limit = shared.config.load().general.client_login_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
     let conn = PacketConn::new(stream);
     let greeted = tokio::select! {
-        r = tokio::time::timeout(limit, Box::pin(greet(shared, conn, &info, id))) => r,
+        r = Box::pin(greet(shared, conn, &info, id, deadline)) => r,
         _ = info.signals.wait(Signals::KILL | Signals::HARD) => return None,
     };
-    let Ok(Ok(mut greeted)) = greeted else {
+    let Ok(mut greeted) = greeted else {
         return None;
     };
     let login = tokio::select! {
-        r = tokio::time::timeout(limit, Box::pin(login(shared, &mut greeted, &info))) => r,
+        r = tokio::time::timeout_at(deadline, Box::pin(login(shared, &mut greeted, &info))) => r,
         _ = info.signals.wait(Signals::KILL | Signals::HARD) => return None,
     };
     let (core, my, caps, vars) = match login {
@@ -187,12 +186,14 @@ struct Greeted {
     payload: bytes::BytesMut,
 }
 
-/// Sends the greeting, runs TLS if the client asks, reads the response.
+/// Sends the greeting, runs TLS if the client asks, reads the response,
+/// all before `deadline` (`general.client_login_timeout`).
 async fn greet(
     shared: &Arc<Shared>,
     mut conn: PacketConn,
     info: &ClientInfo,
     id: u32,
+    deadline: tokio::time::Instant,
 ) -> Result<Greeted, Rejected> {
     let cfg = shared.config.load();
     let scramble = generate_scramble();
@@ -212,12 +213,24 @@ async fn greet(
         auth_plugin: cfg.mysql.auth.plugin().to_owned(),
     };
     hello.encode(&mut conn.out, 0);
-    conn.flush().await.map_err(|_| Rejected)?;
-    let first = conn.read_first_packet(MAX_LOGIN_PACKET).await;
-    let (mut seq, mut payload) = first.map_err(|_| Rejected)?;
+    let limit = cfg.general.client_login_timeout;
+    match tokio::time::timeout_at(deadline, conn.flush()).await {
+        Ok(Ok(())) => {}
+        _ => return Err(Rejected),
+    }
+    let first = tokio::time::timeout_at(deadline, conn.read_first_packet(MAX_LOGIN_PACKET)).await;
+    let (mut seq, mut payload) = login_packet(&mut conn, first, limit, 1).await?;
     if SslRequest::decode(&payload).is_some() {
-        conn = start_tls(conn, tls, info).await?;
-        (seq, payload) = read(&mut conn).await?;
+        if tls.is_none() {
+            let what = "SSL request, but TLS is not configured (no CLIENT_SSL in the greeting)";
+            let r = Refusal::ProtocolViolation { what: what.into() };
+            return reject(&mut conn, seq.wrapping_add(1), r).await;
+        }
+        conn = tokio::time::timeout_at(deadline, start_tls(conn, tls, info))
+            .await
+            .map_err(|_| Rejected)??;
+        let next = tokio::time::timeout_at(deadline, conn.read_packet(MAX_LOGIN_PACKET)).await;
+        (seq, payload) = login_packet(&mut conn, next, limit, seq.wrapping_add(1)).await?;
     }
     Ok(Greeted {
         conn,
@@ -304,6 +317,7 @@ async fn login(
     };
     let users = shared.users.load_full();
     let Some(auth_user) = users.get(&user).cloned() else {
+        auth_delay::delay_failure(shared, info.addr.ip(), &user).await;
         return reject(conn, next, Refusal::UnknownUser { user }).await;
     };
     let plugin = resp.auth_plugin.unwrap_or(MYSQL_NATIVE_PASSWORD).to_owned();
@@ -320,10 +334,14 @@ async fn login(
     let proof = match ex.run(&auth_user, &plugin, &response).await {
         Ok(p) => p,
         Err(r) => {
+            if auth_delay::is_failed_login(&r) {
+                auth_delay::delay_failure(shared, info.addr.ip(), &user).await;
+            }
             let seq = ex.seq;
             return reject(ex.conn, seq, r).await;
         }
     };
+    shared.auth_delay.succeeded(info.addr.ip());
     let seq = ex.seq;
     if let Err(r) = admission::check_database_limit(shared, &db) {
         return reject(conn, seq, r).await;
@@ -382,11 +400,27 @@ fn rebind(
     Some((entry, my.pool.clone()))
 }
 
-/// Reads one login packet.
-async fn read(conn: &mut PacketConn) -> Result<(u8, bytes::BytesMut), Rejected> {
-    conn.read_packet(MAX_LOGIN_PACKET)
-        .await
-        .map_err(|_| Rejected)
+/// A login packet read before the deadline, or the ERR that ends the
+/// login: a packet over [`MAX_LOGIN_PACKET`] (refused from its header,
+/// before its payload is read) or bytes that are not packets get a
+/// protocol error, a client that stays silent a login timeout. `seq` is
+/// the sequence id the client's packet should carry.
+async fn login_packet(
+    conn: &mut PacketConn,
+    read: Result<Result<(u8, bytes::BytesMut), conn::ReadError>, tokio::time::error::Elapsed>,
+    limit: std::time::Duration,
+    seq: u8,
+) -> Result<(u8, bytes::BytesMut), Rejected> {
+    match read {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(conn::ReadError::Packet(e))) => {
+            let what = format!("invalid login packet: {e}");
+            let r = Refusal::ProtocolViolation { what };
+            reject(conn, seq.wrapping_add(1), r).await
+        }
+        Ok(Err(_)) => Err(Rejected),
+        Err(_) => reject(conn, seq, Refusal::LoginTimeout { limit }).await,
+    }
 }
 
 /// Sends a refusal during login and ends it.

@@ -82,6 +82,7 @@ pub(super) async fn lookup_user(
 
 /// Runs the configured authentication exchange.
 pub(super) async fn authenticate(
+    shared: &Shared,
     conn: &mut Conn,
     user: &Arc<AuthUser>,
     method: AuthMethod,
@@ -134,8 +135,8 @@ pub(super) async fn authenticate(
                 Ok(())
             }
             Err(ScramError::BadProof) => {
-                conn.fatal("28P01", &failed_msg, None).await;
-                Err(Rejected)
+                let failed = ("28P01", failed_msg.as_str());
+                Err(conn.login_failed(shared, &user.name, failed, None).await)
             }
             Err(e) => {
                 conn.fatal("08P01", &format!("invalid SCRAM message: {e}"), None)
@@ -153,16 +154,17 @@ pub(super) async fn authenticate(
         if md5_matches(stored, salt, resp) {
             Ok(())
         } else {
-            conn.fatal("28P01", &failed_msg, None).await;
-            Err(Rejected)
+            let failed = ("28P01", failed_msg.as_str());
+            Err(conn.login_failed(shared, &user.name, failed, None).await)
         }
     } else {
-        conn.fatal(
-            "28P01",
-            &format!("password authentication failed for user \"{}\": no password is configured for this user in sqlmux", user.name),
-            Some("set a password in its [[users]] entry, or use postgres.auth = \"trust\""),
-        )
-        .await;
-        Err(Rejected)
+        let msg = format!(
+            "password authentication failed for user \"{}\": no password is configured for this user in sqlmux",
+            user.name
+        );
+        let hint = "set a password in its [[users]] entry, or use postgres.auth = \"trust\"";
+        Err(conn
+            .login_failed(shared, &user.name, ("28P01", &msg), Some(hint))
+            .await)
     }
 }

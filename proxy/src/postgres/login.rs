@@ -29,6 +29,8 @@ pub(super) struct Conn {
     pub(super) stream: Stream,
     pub(super) buf: BytesMut,
     pub(super) out: BytesMut,
+    /// The client's address (failed logins are delayed per address).
+    pub(super) peer: crate::addr::PeerAddr,
 }
 
 impl Conn {
@@ -38,6 +40,21 @@ impl Conn {
         message::error_response(&mut self.out, Severity::Fatal, code, msg, None, hint);
         let _ = self.stream.write_all_clear(&mut self.out).await;
         self.stream.close_gracefully().await;
+    }
+
+    /// Answers a failed login (wrong password, unknown user) with a FATAL
+    /// error after the delay its address earned (see
+    /// [`crate::session::auth_delay`]); the login ends.
+    pub(super) async fn login_failed(
+        &mut self,
+        shared: &Shared,
+        user: &str,
+        (code, msg): (&str, &str),
+        hint: Option<&str>,
+    ) -> Rejected {
+        crate::session::auth_delay::delay_failure(shared, self.peer.ip(), user).await;
+        self.fatal(code, msg, hint).await;
+        Rejected
     }
 
     /// Sends a refusal as a FATAL error; the login ends.
@@ -137,6 +154,11 @@ pub(super) async fn first_packets(shared: &Shared, conn: &mut Conn) -> Result<Fi
                         length = len,
                         "invalid startup packet length; connection closed"
                     );
+                    return Err(Rejected);
+                }
+                Err(e @ startup::StartupError::UnsupportedVersion { .. }) => {
+                    // PostgreSQL's code for a protocol it does not speak.
+                    conn.fatal("0A000", &e.to_string(), None).await;
                     return Err(Rejected);
                 }
                 Err(e) => {
@@ -249,15 +271,26 @@ pub(super) async fn login(
         None if cfg.postgres.auth_user.is_some() => {
             match lookup_user(shared, &cfg, &users, &db, &user).await {
                 Ok(u) => u,
+                Err((code, msg)) if code.starts_with("28") => {
+                    return Err(conn.login_failed(shared, &user, (code, &msg), None).await);
+                }
                 Err((code, msg)) => {
                     conn.fatal(code, &msg, None).await;
                     return Err(Rejected);
                 }
             }
         }
-        None => return Err(conn.refuse(&Refusal::UnknownUser { user }).await),
+        None => {
+            let r = Refusal::UnknownUser { user: user.clone() };
+            let (msg, hint) = (r.message(), r.hint());
+            let failed = (r.sqlstate(), msg.as_str());
+            return Err(conn
+                .login_failed(shared, &user, failed, hint.as_deref())
+                .await);
+        }
     };
-    authenticate(conn, &auth_user, cfg.postgres.auth).await?;
+    authenticate(shared, conn, &auth_user, cfg.postgres.auth).await?;
+    shared.auth_delay.succeeded(conn.peer.ip());
     message::auth_ok(&mut conn.out);
 
     if let Err(r) = admission::check_database_limit(shared, &db) {

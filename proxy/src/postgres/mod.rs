@@ -103,6 +103,7 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<LoggedIn> {
         stream,
         buf: BytesMut::with_capacity(1024),
         out: BytesMut::with_capacity(512),
+        peer,
     };
     let hard = shared.hard.clone();
     let login_timeout = shared.config.load().general.client_login_timeout;
@@ -190,7 +191,9 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<LoggedIn> {
     };
     pg.pool.clients.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("client", client.addr = %peer, database = %entry.db.name, user = %pg.pool.key.user);
-    let Conn { stream, buf, out } = conn;
+    let Conn {
+        stream, buf, out, ..
+    } = conn;
     drop(out);
     let session = Session::new(
         shared.clone(),

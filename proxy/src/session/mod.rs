@@ -10,12 +10,15 @@
 //! - [`reply`]: the silent-server watch (`pool.query_timeout`).
 //! - [`pins`]: session state that keeps a client on its server.
 //! - [`statements`]: the prepared statements a server holds (bounded LRU).
+//! - [`auth_delay`]: a growing delay for repeated failed logins from one
+//!   address.
 //!
 //! A front end owns the socket, the wire format and what only its
 //! protocol knows (statement names, parameters, result shapes), and calls
 //! into these at the moments they name.
 
 pub mod admission;
+pub mod auth_delay;
 pub mod leak;
 pub mod lifecycle;
 pub mod pins;

@@ -244,6 +244,7 @@ struct FileMysql {
     listen: Option<String>,
     unix_socket: Option<String>,
     auth: Option<MysqlAuth>,
+    trust: Option<bool>,
     tls: Option<FileClientTls>,
 }
 
@@ -433,6 +434,9 @@ pub struct MysqlConfig {
     pub unix_socket: Option<PathBuf>,
     /// The auth plugin offered to clients.
     pub auth: MysqlAuth,
+    /// Users without a password may log in with an empty one (like
+    /// PostgreSQL's `trust`); off, they cannot log in on this port.
+    pub trust: bool,
     /// TLS towards clients.
     pub tls: Option<ClientTls>,
 }
@@ -800,6 +804,7 @@ fn resolve(
         listen: file.mysql.listen.unwrap_or_else(|| "0.0.0.0:6033".into()),
         unix_socket: file.mysql.unix_socket.map(PathBuf::from),
         auth: file.mysql.auth.unwrap_or(MysqlAuth::MysqlNativePassword),
+        trust: file.mysql.trust.unwrap_or(false),
         tls: mysql_tls,
     };
     check_listen(&mysql.listen).map_err(|m| invalid(find_line("listen"), "mysql.listen", m))?;

@@ -396,4 +396,22 @@ async fn no_login_without_a_password_unless_trust_is_configured() {
         .expect_err("refused");
     assert!(e.to_string().contains("1045"), "{e}");
     p.shutdown_now().await;
+    // A user without a password logs in on MySQL only under mysql.trust.
+    for trust in [false, true] {
+        // Servers log in with the entry's credentials; the client has none.
+        let text = text
+            .replace("password = \"app-pass\"\n", "")
+            .replace("[mysql]\n", &format!("[mysql]\ntrust = {trust}\n"))
+            .replace("protocol = \"mysql\"\n", "protocol = \"mysql\"\nuser = 'app'\npassword = 'app-pass'\n");
+        let p = start_text(&text).await;
+        let port = p.mysql_addr().port();
+        let url = format!("mysql://app@127.0.0.1:{port}/{mdb}?prefer_socket=false");
+        let r = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap()).await;
+        match (trust, r) {
+            (false, Err(e)) => assert!(e.to_string().contains("1045"), "{e}"),
+            (true, Ok(c)) => drop(c),
+            (t, r) => panic!("mysql.trust = {t}: {:?}", r.map(|_| "logged in")),
+        }
+        p.shutdown_now().await;
+    }
 }

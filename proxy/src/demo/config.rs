@@ -52,7 +52,10 @@ auth = "trust"
         postgres = p.postgres
     );
     if let Some(m) = mysql {
-        t.push_str(&format!("\n[mysql]\nlisten = \"127.0.0.1:{}\"\n", m.listen));
+        t.push_str(&format!(
+            "\n[mysql]\nlisten = \"127.0.0.1:{}\"\ntrust = true\n",
+            m.listen
+        ));
     }
     t.push_str(&format!(
         r#"

@@ -53,6 +53,8 @@ pub struct Exchange<'a> {
     pub offered: &'a str,
     /// True when the client connection uses TLS.
     pub tls: bool,
+    /// `mysql.trust`: users without a password log in with an empty one.
+    pub trust: bool,
 }
 
 impl Exchange<'_> {
@@ -64,7 +66,8 @@ impl Exchange<'_> {
         plugin: &str,
         response: &[u8],
     ) -> Result<Proof, Refusal> {
-        let Some(password) = mysql_password(user) else {
+        let trusted = self.trust || !matches!(user.secret, UserSecret::None);
+        let Some(password) = mysql_password(user).filter(|_| trusted) else {
             return Err(Refusal::BadPassword {
                 user: user.name.clone(),
             });
@@ -142,7 +145,8 @@ impl Exchange<'_> {
 }
 
 /// The password string a MySQL login checks against: plain or `*HEX`;
-/// empty for a user without one. `None` for PostgreSQL-only secrets.
+/// empty for a user without one (who logs in only under `mysql.trust`).
+/// `None` for PostgreSQL-only secrets.
 fn mysql_password(user: &AuthUser) -> Option<&str> {
     match &user.secret {
         UserSecret::None => Some(""),

@@ -329,6 +329,7 @@ async fn login(
         seq: next,
         offered: offered_plugin,
         tls: false,
+        trust: shared.config.load().mysql.trust,
     };
     ex.tls = ex.conn.stream.is_tls();
     let proof = match ex.run(&auth_user, &plugin, &response).await {

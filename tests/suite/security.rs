@@ -402,7 +402,10 @@ async fn no_login_without_a_password_unless_trust_is_configured() {
         let text = text
             .replace("password = \"app-pass\"\n", "")
             .replace("[mysql]\n", &format!("[mysql]\ntrust = {trust}\n"))
-            .replace("protocol = \"mysql\"\n", "protocol = \"mysql\"\nuser = 'app'\npassword = 'app-pass'\n");
+            .replace(
+                "protocol = \"mysql\"\n",
+                "protocol = \"mysql\"\nuser = 'app'\npassword = 'app-pass'\n",
+            );
         let p = start_text(&text).await;
         let port = p.mysql_addr().port();
         let url = format!("mysql://app@127.0.0.1:{port}/{mdb}?prefer_socket=false");

@@ -177,6 +177,9 @@ impl Session {
                 }
             }
             let leased = self.core.lease.is_some();
+            if !leased && !self.wait_idle().await? {
+                return Ok(None);
+            }
             let read = tokio::select! {
                 biased;
                 r = self.client.stream.read_buf(&mut self.client.buf) => r,
@@ -193,6 +196,29 @@ impl Session {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Between transactions with nothing buffered, a plain connection holds
+    /// no buffers while it waits (10,000 idle clients hold none): they go
+    /// back to the thread's spares and a buffer is taken again once the
+    /// socket is readable. False when the connection failed.
+    async fn wait_idle(&mut self) -> Result<bool, Refusal> {
+        if !self.client.buf.is_empty() || self.client.stream.is_tls() {
+            return Ok(true);
+        }
+        crate::io::recycle_buf(&mut self.client.buf);
+        crate::io::recycle_buf(&mut self.client.out);
+        let readable = tokio::select! {
+            biased;
+            r = std::future::poll_fn(|cx| self.client.stream.poll_read_ready(cx)) => r.is_ok(),
+            _ = self.core.info.signals.wait(Signals::DRAIN) => {
+                return Err(Refusal::ShuttingDown);
+            }
+        };
+        if readable && self.client.buf.capacity() == 0 {
+            self.client.buf = crate::io::take_buf();
+        }
+        Ok(readable)
     }
 
     /// Handles one command. Some(end) when the session is over.

@@ -155,7 +155,7 @@ impl Session {
         let kind = if cmd == Command::StmtExecute {
             let Ok(layout) = Execute::parse(&payload, meta.params) else {
                 let msg = "Incorrect arguments to mysqld_stmt_execute";
-                encode_err(&mut self.client.out, 1, ER_WRONG_ARGUMENTS, "HY000", msg);
+                self.stmt_error(ER_WRONG_ARGUMENTS, msg);
                 return None;
             };
             if let Some(t) = layout.types(&payload) {
@@ -188,13 +188,8 @@ impl Session {
             Some(cs) => Some((resolved, cs)),
             None => {
                 let msg = format!("Unknown prepared statement handler ({id}) given to {to}");
-                encode_err(
-                    &mut self.client.out,
-                    1,
-                    ER_UNKNOWN_STMT_HANDLER,
-                    "HY000",
-                    &msg,
-                );
+                let code = ER_UNKNOWN_STMT_HANDLER;
+                encode_err(&mut self.client.out, 1, code, "HY000", &msg);
                 None
             }
         }
@@ -237,11 +232,7 @@ impl Session {
         let (_, cs) = self.client_statement(&payload, "mysqld_stmt_reset")?;
         cs.take_long_data();
         let meta = cs.meta.clone();
-        let on_server = self
-            .core
-            .server()
-            .is_some_and(|s| s.status.cursor_exists() && s.stmts.touch(meta.id));
-        if !on_server {
+        if !self.cursor_open(&meta) {
             reply::ok(&mut self.client.out, 1, self.status, self.caps);
             return None;
         }
@@ -257,20 +248,10 @@ impl Session {
     async fn fetch(&mut self, payload: BytesMut) -> Option<End> {
         let (_, cs) = self.client_statement(&payload, "mysqld_stmt_fetch")?;
         let meta = cs.meta.clone();
-        let open = self
-            .core
-            .server()
-            .is_some_and(|s| s.status.cursor_exists() && s.stmts.touch(meta.id));
-        if !open {
+        if !self.cursor_open(&meta) {
             let id = stmt::statement_id(&payload).unwrap_or(0);
             let msg = format!("The statement ({id}) has no open cursor.");
-            encode_err(
-                &mut self.client.out,
-                1,
-                ER_STMT_HAS_NO_OPEN_CURSOR,
-                "HY000",
-                &msg,
-            );
+            self.stmt_error(ER_STMT_HAS_NO_OPEN_CURSOR, &msg);
             return None;
         }
         let s = meta.statement;
@@ -311,6 +292,17 @@ impl Session {
         Ok(layout.bind(&p.payload, server_id, types))
     }
 
+    /// True when the client's server has a cursor open and holds `meta`.
+    fn cursor_open(&mut self, meta: &StmtMeta) -> bool {
+        let server = self.core.server();
+        server.is_some_and(|s| s.status.cursor_exists() && s.stmts.touch(meta.id))
+    }
+
+    /// Writes one of MySQL's statement errors (SQLSTATE HY000).
+    fn stmt_error(&mut self, code: u16, message: &str) {
+        encode_err(&mut self.client.out, 1, code, "HY000", message);
+    }
+
     /// The long data held for a client statement's EXECUTE, or the ERR a
     /// server gives when it was more than a packet may carry.
     fn held_long_data(&mut self, client_id: u32) -> Result<LongData, Unbound> {
@@ -318,7 +310,7 @@ impl Session {
         match held {
             Some(None) => {
                 let msg = "Parameter of prepared statement which is set through mysql_send_long_data() is longer than 'max_long_data_size' parameter";
-                encode_err(&mut self.client.out, 1, ER_WRONG_ARGUMENTS, "HY000", msg);
+                self.stmt_error(ER_WRONG_ARGUMENTS, msg);
                 Err(Unbound::Answered {
                     code: ER_WRONG_ARGUMENTS,
                 })

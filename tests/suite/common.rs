@@ -189,3 +189,21 @@ pub fn err_text(e: &tokio_postgres::Error) -> String {
         None => e.to_string(),
     }
 }
+
+/// The rows of a simple-query answer as column -> value maps (NULL as "").
+pub fn row_maps<M: FromIterator<(String, String)>>(
+    msgs: Vec<tokio_postgres::SimpleQueryMessage>,
+) -> Vec<M> {
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use sqlmux_tests::shared_pg;
-use tokio_postgres::SimpleQueryMessage;
 
 use crate::common::{TestProxy, connect_url, err_text, fresh_db, pgbench, run, start_trust};
 
@@ -26,18 +25,7 @@ async fn admin(p: &TestProxy, sql: &str) -> Vec<std::collections::BTreeMap<Strin
         .simple_query(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {}", err_text(&e)));
-    msgs.into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+    crate::common::row_maps(msgs)
 }
 
 fn num(row: &std::collections::BTreeMap<String, String>, col: &str) -> f64 {

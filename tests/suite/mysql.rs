@@ -450,18 +450,7 @@ pub(crate) async fn admin_rows(
     sql: &str,
 ) -> Vec<std::collections::HashMap<String, String>> {
     let msgs = admin.simple_query(sql).await.unwrap();
-    msgs.iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+    crate::common::row_maps(msgs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

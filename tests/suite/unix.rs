@@ -79,18 +79,7 @@ async fn admin_rows(p: &Proxy, sql: &str) -> Vec<HashMap<String, String>> {
     .await
     .expect("admin login");
     let msgs = admin.simple_query(sql).await.unwrap();
-    msgs.iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+    crate::common::row_maps(msgs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

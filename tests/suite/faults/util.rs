@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use sqlmux::Proxy;
 use sqlmux::config::Config;
-use tokio_postgres::SimpleQueryMessage;
 
 use crate::common::connect_url;
 
@@ -113,18 +112,7 @@ pub async fn show(a: &tokio_postgres::Client, cmd: &str) -> Vec<HashMap<String, 
     let msgs = guard(cmd, a.simple_query(cmd))
         .await
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    msgs.into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+    crate::common::row_maps(msgs)
 }
 
 /// One number from a SHOW row.

@@ -102,7 +102,7 @@ pub async fn handle_client(shared: Arc<Shared>, accepted: Accepted) {
 
 /// Everything before the session. None when the connection ended (errors
 /// already reported).
-async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<(Session, Registration)> {
+async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<(Box<Session>, Registration)> {
     let Accepted {
         stream,
         peer,
@@ -145,8 +145,10 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<(Session, Re
             return None;
         }
     };
+    // Its own allocation, so the task's future stays small (see
+    // [`crate::postgres::handle_client`]).
     Some((
-        Session::new(core, my, greeted.conn, caps, vars),
+        Box::new(Session::new(core, my, greeted.conn, caps, vars)),
         registration,
     ))
 }

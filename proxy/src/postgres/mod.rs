@@ -46,8 +46,10 @@ pub(super) struct Rejected;
 
 /// Serves one accepted PostgreSQL client connection until it closes.
 pub async fn handle_client(shared: Arc<Shared>, accepted: Accepted) {
-    // The login runs in its own boxed future, freed once the client is in:
-    // the task of an idle client then holds only the session's state.
+    // The login runs in its own boxed future, freed once the client is in,
+    // and the session lives in its own allocation: the task's future stays
+    // small, so spawning it copies little, and an idle client holds only
+    // the session's state and the few bytes of its wait.
     let Some(LoggedIn {
         mut session,
         info,
@@ -84,7 +86,7 @@ pub async fn handle_client(shared: Arc<Shared>, accepted: Accepted) {
 
 /// A client that has logged in, ready to be served.
 struct LoggedIn {
-    session: Session,
+    session: Box<Session>,
     info: Arc<ClientInfo>,
     /// Keeps the client in SHOW CLIENTS until it is dropped.
     registration: crate::client::Registration,
@@ -195,7 +197,7 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<LoggedIn> {
         stream, buf, out, ..
     } = conn;
     drop(out);
-    let session = Session::new(
+    let session = Box::new(Session::new(
         shared.clone(),
         info.clone(),
         stream,
@@ -203,7 +205,7 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<LoggedIn> {
         entry.clone(),
         pg.pool.clone(),
         params,
-    );
+    ));
     Some(LoggedIn {
         session,
         info,

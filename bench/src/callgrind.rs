@@ -62,6 +62,32 @@ pub struct CallgrindArgs {
     /// Only these insight settings (comma-separated): off, on.
     #[arg(long, value_name = "SETTINGS", value_delimiter = ',')]
     insight: Vec<String>,
+    /// Also count PgBouncer (this binary, 1.21 or later for the prepared
+    /// cell) the same way, in its own column.
+    #[arg(long, value_name = "PATH")]
+    pgbouncer: Option<PathBuf>,
+}
+
+/// Whose instructions a column counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// sqlmux with insight off.
+    Off,
+    /// sqlmux with insight on.
+    On,
+    /// PgBouncer.
+    PgBouncer,
+}
+
+impl Subject {
+    /// Prefix of the dump files.
+    fn label(self) -> &'static str {
+        match self {
+            Subject::Off => "off",
+            Subject::On => "on",
+            Subject::PgBouncer => "pgbouncer",
+        }
+    }
 }
 
 /// One measured cell: what pgbench runs.
@@ -96,7 +122,7 @@ const CELLS: &[Cell] = &[
 
 /// One result: instructions per transaction of one cell.
 struct Measured {
-    insight: bool,
+    subject: Subject,
     cell: &'static str,
     /// Median over the repetitions.
     per_tx: f64,
@@ -140,13 +166,16 @@ pub fn run(args: CallgrindArgs) -> Result<()> {
     };
     crate::pgbench::initialize(&direct, 1)?;
     let mut results = Vec::new();
-    for insight in [false, true] {
-        if !wanted(&args.insight, if insight { "on" } else { "off" }) {
+    for subject in [Subject::Off, Subject::On] {
+        if !wanted(&args.insight, subject.label()) {
             continue;
         }
-        results.extend(profile_one(
-            &args, &bin, &scratch, &out_dir, &direct, insight,
+        results.extend(profile_sqlmux(
+            &args, &bin, &scratch, &out_dir, &direct, subject,
         )?);
+    }
+    if let Some(pgb) = &args.pgbouncer {
+        results.extend(profile_pgbouncer(&args, pgb, &scratch, &out_dir, &direct)?);
     }
     print!("{}", render(&args, &results));
     if args.out_dir.is_some() {
@@ -164,19 +193,19 @@ fn wanted(filter: &[String], name: &str) -> bool {
     filter.is_empty() || filter.iter().any(|f| f == name)
 }
 
-/// One sqlmux under callgrind with `insight`; every selected cell.
-fn profile_one(
+/// One sqlmux under callgrind (insight off or on); every selected cell.
+fn profile_sqlmux(
     args: &CallgrindArgs,
     bin: &Path,
     scratch: &procs::ScratchDir,
     out_dir: &Path,
     direct: &Endpoint,
-    insight: bool,
+    subject: Subject,
 ) -> Result<Vec<Measured>> {
-    let label = if insight { "on" } else { "off" };
+    let label = subject.label();
     let name = format!("sqlmux-callgrind-{label}");
     let settings = SqlmuxSettings {
-        insight,
+        insight: subject == Subject::On,
         workers: 1,
     };
     let (config, port) =
@@ -197,31 +226,89 @@ fn profile_one(
         direct,
         Duration::from_secs(300),
     )?;
-    let mut probe = Probe {
+    let probe = Probe {
         proxy: &proxy,
         dumps: &dumps,
+        run_as: None,
         seen: Vec::new(),
     };
-    // Start-up work that sqlmux finishes in the background (metrics,
+    measure_cells(args, probe, out_dir, subject, &[])
+}
+
+/// PgBouncer under callgrind, as the OS user it runs as; every selected
+/// cell (not `prepared` when this PgBouncer lacks prepared statements).
+fn profile_pgbouncer(
+    args: &CallgrindArgs,
+    bin: &Path,
+    scratch: &procs::ScratchDir,
+    out_dir: &Path,
+    direct: &Endpoint,
+) -> Result<Vec<Measured>> {
+    let run_as = targets::pgbouncer_user()?;
+    let dumps = scratch.subdir("dumps-pgbouncer", run_as)?;
+    let command = |ini: &Path| {
+        let mut cmd = Command::new("valgrind");
+        cmd.arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}/cg.out", dumps.display()))
+            .arg(bin)
+            .arg(ini);
+        cmd
+    };
+    let launch = targets::PgBouncerLaunch {
+        command: &command,
+        timeout: Duration::from_secs(300),
+    };
+    eprintln!("starting PgBouncer under callgrind");
+    let pgb = targets::start_pgbouncer_with(bin, scratch, "pgbouncer-callgrind", direct, &launch)?;
+    let skip: &[&str] = if pgb.prepared_note.is_some() {
+        eprintln!("  this PgBouncer has no prepared statements: prepared cell left out");
+        &["prepared"]
+    } else {
+        &[]
+    };
+    let probe = Probe {
+        proxy: &pgb.proxy,
+        dumps: &dumps,
+        run_as,
+        seen: Vec::new(),
+    };
+    measure_cells(args, probe, out_dir, Subject::PgBouncer, skip)
+}
+
+/// Warms the proxy behind `probe` up, measures its idle rate, then every
+/// selected cell (except `skip`) `--repeat` times.
+fn measure_cells(
+    args: &CallgrindArgs,
+    mut probe: Probe<'_>,
+    out_dir: &Path,
+    subject: Subject,
+    skip: &[&str],
+) -> Result<Vec<Measured>> {
+    let label = subject.label();
+    let endpoint = &probe.proxy.endpoint;
+    // Start-up work that the proxy finishes in the background (metrics,
     // first pools) must not count as idle cost: warm up first.
-    pgbench(&proxy.endpoint, &["-S"], 1, 20)?;
+    pgbench(endpoint, &["-S"], 1, 20)?;
     std::thread::sleep(Duration::from_secs(1));
     let idle_rate = probe.idle_rate(&out_dir.join(format!("{label}-idle.out")))?;
     eprintln!("  idle: {idle_rate:.0} instructions/s");
     let mut out = Vec::new();
-    for cell in CELLS.iter().filter(|c| wanted(&args.only, c.name)) {
+    let cells = CELLS
+        .iter()
+        .filter(|c| wanted(&args.only, c.name) && !skip.contains(&c.name));
+    for cell in cells {
         let tx = if cell.login {
             args.logins
         } else {
             args.transactions
         };
         let per_client = (tx / args.clients).max(1);
-        pgbench(&proxy.endpoint, cell.flags, args.clients, 20)?;
+        pgbench(endpoint, cell.flags, args.clients, 20)?;
         let mut samples = Vec::new();
         for rep in 1..=args.repeat.max(1) {
             probe.zero()?;
             let t = Instant::now();
-            pgbench(&proxy.endpoint, cell.flags, args.clients, per_client)?;
+            pgbench(endpoint, cell.flags, args.clients, per_client)?;
             let elapsed = t.elapsed().as_secs_f64();
             let (file, total) = probe.dump()?;
             let keep = out_dir.join(format!("{label}-{}-{rep}.out", cell.name));
@@ -236,7 +323,7 @@ fn profile_one(
         }
         samples.sort_by(f64::total_cmp);
         out.push(Measured {
-            insight,
+            subject,
             cell: cell.name,
             per_tx: samples[samples.len() / 2],
             spread: (samples[0], samples[samples.len() - 1]),
@@ -245,10 +332,12 @@ fn profile_one(
     Ok(out)
 }
 
-/// Zeroes and dumps callgrind's counters of one running sqlmux.
+/// Zeroes and dumps callgrind's counters of one running proxy.
 struct Probe<'a> {
     proxy: &'a Proxy,
     dumps: &'a Path,
+    /// The proxy's OS user: callgrind_control must run as it.
+    run_as: Option<procs::RunAs>,
     seen: Vec<PathBuf>,
 }
 
@@ -256,7 +345,7 @@ impl Probe<'_> {
     fn control(&self, flag: &str) -> Result<()> {
         let mut cmd = Command::new("callgrind_control");
         cmd.arg(flag).arg(self.proxy.pid().to_string());
-        let out = procs::run_tool(cmd, Duration::from_secs(120))?;
+        let out = procs::run_tool_as(cmd, self.run_as, Duration::from_secs(120))?;
         if !out.success() {
             bail!(
                 "callgrind_control {flag} failed: {}{}",
@@ -294,7 +383,7 @@ impl Probe<'_> {
                     .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect();
                 bail!(
-                    "callgrind wrote no new dump into {} (files: {}; sqlmux log: {})",
+                    "callgrind wrote no new dump into {} (files: {}; proxy log: {})",
                     self.dumps.display(),
                     names.join(" "),
                     self.proxy.server.log_tail(5)
@@ -350,36 +439,54 @@ fn pgbench(ep: &Endpoint, flags: &[&str], clients: u32, per_client: u32) -> Resu
     Ok(())
 }
 
-/// The table: one row per cell, instructions per transaction off and on.
+/// The table: one row per cell, instructions per transaction of sqlmux
+/// with insight off and on, and of PgBouncer when it was measured.
 fn render(args: &CallgrindArgs, results: &[Measured]) -> String {
-    let get = |cell: &str, on: bool| results.iter().find(|m| m.cell == cell && m.insight == on);
-    let find = |cell: &str, on: bool| get(cell, on).map(|m| m.per_tx);
-    let fmt = |cell: &str, on: bool| {
-        get(cell, on).map_or("-".to_string(), |m| {
+    let get =
+        |cell: &str, who: Subject| results.iter().find(|m| m.cell == cell && m.subject == who);
+    let find = |cell: &str, who: Subject| get(cell, who).map(|m| m.per_tx);
+    let fmt = |cell: &str, who: Subject| {
+        get(cell, who).map_or("-".to_string(), |m| {
             format!("{:.0} ({:.0}-{:.0})", m.per_tx, m.spread.0, m.spread.1)
         })
     };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.3}x", a / b),
+        _ => "-".into(),
+    };
+    let with_pgb = args.pgbouncer.is_some();
     let mut s = format!(
-        "callgrind: sqlmux instructions per transaction, median (min-max) of {} ({} transactions, {} clients, {} logins)\n\n\
-         | cell | insight off | insight on | on / off |\n|---|---:|---:|---:|\n",
+        "callgrind: instructions per transaction in the proxy's user space, median (min-max) of {} ({} transactions, {} clients, {} logins)\n\n",
         args.repeat, args.transactions, args.clients, args.logins
     );
+    s += "| cell | sqlmux insight off | sqlmux insight on | on / off |";
+    s += if with_pgb {
+        " PgBouncer | sqlmux (on) / PgBouncer |\n|---|---:|---:|---:|---:|---:|\n"
+    } else {
+        "\n|---|---:|---:|---:|\n"
+    };
     for cell in CELLS.iter().filter(|c| wanted(&args.only, c.name)) {
-        let (off, on) = (find(cell.name, false), find(cell.name, true));
-        let ratio = match (off, on) {
-            (Some(a), Some(b)) if a > 0.0 => format!("{:.3}x", b / a),
-            _ => "-".into(),
-        };
+        let (off, on) = (find(cell.name, Subject::Off), find(cell.name, Subject::On));
         let label = if cell.login {
             "login + tx (-C)"
         } else {
             cell.name
         };
-        let (a, b) = (fmt(cell.name, false), fmt(cell.name, true));
-        s += &format!("| {label} | {a} | {b} | {ratio} |\n");
+        let (a, b) = (fmt(cell.name, Subject::Off), fmt(cell.name, Subject::On));
+        s += &format!("| {label} | {a} | {b} | {} |", ratio(on, off));
+        if with_pgb {
+            let pgb = find(cell.name, Subject::PgBouncer);
+            let p = fmt(cell.name, Subject::PgBouncer);
+            s += &format!(" {p} | {} |", ratio(on, pgb));
+        }
+        s += "\n";
     }
-    if let (Some(l), Some(t)) = (find("login", false), find("simple", false)) {
-        s += &format!("\nper login (insight off): {:.0} instructions\n", l - t);
+    let per_login = |who: Subject| Some(find("login", who)? - find("simple", who)?);
+    if let Some(l) = per_login(Subject::Off) {
+        s += &format!("\nper login, sqlmux (insight off): {l:.0} instructions\n");
+    }
+    if let Some(l) = per_login(Subject::PgBouncer) {
+        s += &format!("per login, PgBouncer: {l:.0} instructions\n");
     }
     s
 }
@@ -395,5 +502,60 @@ mod tests {
         assert_eq!(totals(dump), Some(123456));
         assert_eq!(totals("summary: 42\n"), Some(42));
         assert_eq!(totals("fn=main\n"), None);
+    }
+
+    fn args(pgbouncer: bool) -> CallgrindArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: CallgrindArgs,
+        }
+        let mut argv = vec!["callgrind", "--only", "simple,login"];
+        if pgbouncer {
+            argv.extend(["--pgbouncer", "/opt/pgbouncer"]);
+        }
+        Cli::parse_from(argv).args
+    }
+
+    fn measured(subject: Subject, cell: &'static str, per_tx: f64) -> Measured {
+        Measured {
+            subject,
+            cell,
+            per_tx,
+            spread: (per_tx - 10.0, per_tx + 10.0),
+        }
+    }
+
+    #[test]
+    fn the_table_compares_insight_and_pgbouncer() {
+        let results = [
+            measured(Subject::Off, "simple", 10_000.0),
+            measured(Subject::On, "simple", 10_400.0),
+            measured(Subject::PgBouncer, "simple", 20_800.0),
+            measured(Subject::Off, "login", 40_000.0),
+            measured(Subject::On, "login", 40_400.0),
+            measured(Subject::PgBouncer, "login", 31_800.0),
+        ];
+        let table = render(&args(true), &results);
+        assert!(
+            table.contains("| simple | 10000 (9990-10010) | 10400 (10390-10410) | 1.040x | 20800 (20790-20810) | 0.500x |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("per login, sqlmux (insight off): 30000 instructions"),
+            "{table}"
+        );
+        assert!(
+            table.contains("per login, PgBouncer: 11000 instructions"),
+            "{table}"
+        );
+        // Without --pgbouncer there is no PgBouncer column.
+        let table = render(&args(false), &results[..2]);
+        assert!(!table.contains("PgBouncer"), "{table}");
+        assert!(
+            table.contains("| simple | 10000 (9990-10010) | 10400 (10390-10410) | 1.040x |\n"),
+            "{table}"
+        );
     }
 }

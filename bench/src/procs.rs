@@ -467,11 +467,20 @@ impl ToolOutput {
 }
 
 /// Runs `cmd` to completion, killing its process group after `timeout`.
-pub fn run_tool(mut cmd: Command, timeout: Duration) -> io::Result<ToolOutput> {
+pub fn run_tool(cmd: Command, timeout: Duration) -> io::Result<ToolOutput> {
+    run_tool_as(cmd, None, timeout)
+}
+
+/// [`run_tool`] as `run_as` when given.
+pub fn run_tool_as(
+    mut cmd: Command,
+    run_as: Option<RunAs>,
+    timeout: Duration,
+) -> io::Result<ToolOutput> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = spawn(cmd, None)?;
+    let mut child = spawn(cmd, run_as)?;
     let pid = child.id();
     register_pid(pid);
     let mut out = child.stdout.take().expect("piped stdout");

@@ -252,25 +252,57 @@ pub fn start_pgbouncer(
     name: &str,
     upstream: &Endpoint,
 ) -> Result<PgBouncer> {
-    let run_as = if procs::is_root() {
-        Some(
-            procs::lookup_user("postgres")
-                .context("running as root, and OS user `postgres` (for PgBouncer) is missing")?,
-        )
-    } else {
-        None
+    let launch = PgBouncerLaunch {
+        command: &|ini: &Path| {
+            let mut cmd = Command::new(bin);
+            cmd.arg(ini);
+            cmd
+        },
+        timeout: Duration::from_secs(30),
     };
+    start_pgbouncer_with(bin, scratch, name, upstream, &launch)
+}
+
+/// How [`start_pgbouncer_with`] runs PgBouncer: the command for a given
+/// `pgbouncer.ini` (PgBouncer itself, or a wrapper such as valgrind) and
+/// how long it may take to listen.
+pub struct PgBouncerLaunch<'a> {
+    /// The command line for this configuration file.
+    pub command: &'a dyn Fn(&Path) -> Command,
+    /// Start-up limit.
+    pub timeout: Duration,
+}
+
+/// The OS user PgBouncer runs as: `postgres` when we are root (PgBouncer
+/// refuses to run as root), else ourselves.
+pub fn pgbouncer_user() -> Result<Option<RunAs>> {
+    if !procs::is_root() {
+        return Ok(None);
+    }
+    procs::lookup_user("postgres")
+        .context("running as root, and OS user `postgres` (for PgBouncer) is missing")
+        .map(Some)
+}
+
+/// [`start_pgbouncer`] with the command line of `launch`.
+pub fn start_pgbouncer_with(
+    bin: &Path,
+    scratch: &procs::ScratchDir,
+    name: &str,
+    upstream: &Endpoint,
+    launch: &PgBouncerLaunch<'_>,
+) -> Result<PgBouncer> {
+    let run_as = pgbouncer_user()?;
     let dir = scratch.subdir(name, run_as)?;
     let mut note = None;
     for with_prepared in [true, false] {
         let port = sqlmux_tests::free_port();
         write_pgbouncer_files(&dir, port, upstream, with_prepared, run_as)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg(dir.join("pgbouncer.ini"));
+        let cmd = (launch.command)(&dir.join("pgbouncer.ini"));
         let log = dir.join("stdout.log");
         let mut server = Server::spawn(name, cmd, run_as, &log)
             .with_context(|| format!("starting {}", bin.display()))?;
-        match wait_listening(&mut server, port, Duration::from_secs(30)) {
+        match wait_listening(&mut server, port, launch.timeout) {
             Ok(()) => {
                 return Ok(PgBouncer {
                     proxy: Proxy {

@@ -39,10 +39,13 @@ pub struct PacketConn {
 impl PacketConn {
     /// Wraps a stream with empty buffers.
     pub fn new(stream: Stream) -> PacketConn {
+        // Spare buffers (see `crate::io::take_buf`): the first read would
+        // grow a small one to `io::READ_CHUNK` anyway. A client's go back
+        // when its session ends.
         PacketConn {
             stream,
-            buf: BytesMut::with_capacity(1024),
-            out: BytesMut::with_capacity(512),
+            buf: crate::io::take_buf(),
+            out: crate::io::take_buf(),
         }
     }
 

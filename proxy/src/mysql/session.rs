@@ -75,6 +75,15 @@ pub struct Session {
 /// Status flags a fresh session reports.
 pub const INITIAL_STATUS: ServerStatus = ServerStatus(SERVER_STATUS_AUTOCOMMIT);
 
+impl Drop for Session {
+    /// The client's buffers go back to this thread's spares for the next
+    /// login.
+    fn drop(&mut self) {
+        crate::io::recycle_buf(&mut self.client.buf);
+        crate::io::recycle_buf(&mut self.client.out);
+    }
+}
+
 impl Session {
     /// A session for a client that logged in to `my`.
     pub fn new(

@@ -29,8 +29,6 @@ pub mod tracker;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::BytesMut;
-
 use crate::Shared;
 use crate::client::{ClientInfo, Signals};
 use crate::config::Protocol;
@@ -101,10 +99,12 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<LoggedIn> {
         peer,
         local,
     } = accepted;
+    // Spare buffers: the first read would grow a small one to
+    // `io::READ_CHUNK` anyway, and the session goes on with this one.
     let mut conn = Conn {
         stream,
-        buf: BytesMut::with_capacity(1024),
-        out: BytesMut::with_capacity(512),
+        buf: crate::io::take_buf(),
+        out: crate::io::take_buf(),
         peer,
     };
     let hard = shared.hard.clone();
@@ -114,7 +114,7 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<LoggedIn> {
     };
     let startup = loop {
         let first = tokio::select! {
-            r = tokio::time::timeout(login_timeout, Box::pin(first_packets(shared, &mut conn))) => match r {
+            r = tokio::time::timeout(login_timeout, first_packets(shared, &mut conn)) => match r {
                 Ok(Ok(f)) => f,
                 Ok(Err(Rejected)) => return None,
                 Err(_) => {
@@ -180,7 +180,7 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<LoggedIn> {
     }
     *info.tls.lock().unwrap_or_else(|e| e.into_inner()) = conn.stream.tls_description();
     let login = tokio::select! {
-        r = tokio::time::timeout(login_timeout, Box::pin(login(shared, &mut conn, &info, startup))) => r,
+        r = tokio::time::timeout(login_timeout, login(shared, &mut conn, &info, startup)) => r,
         _ = info.signals.wait(Signals::KILL | Signals::HARD) => return None,
     };
     let (entry, pg, params) = match login {
@@ -194,9 +194,12 @@ async fn log_in(shared: &Arc<Shared>, accepted: Accepted) -> Option<LoggedIn> {
     pg.pool.clients.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("client", client.addr = %peer, database = %entry.db.name, user = %pg.pool.key.user);
     let Conn {
-        stream, buf, out, ..
+        stream,
+        buf,
+        mut out,
+        ..
     } = conn;
-    drop(out);
+    crate::io::recycle_buf(&mut out);
     let session = Box::new(Session::new(
         shared.clone(),
         info.clone(),

@@ -100,6 +100,15 @@ pub(crate) struct Session {
     pub(crate) noted_next: usize,
 }
 
+impl Drop for Session {
+    /// The buffers go back to this thread's spares for the next login.
+    fn drop(&mut self) {
+        io::recycle_buf(&mut self.cin);
+        io::recycle_buf(&mut self.cout);
+        io::recycle_buf(&mut self.sout);
+    }
+}
+
 /// The pool that replaced a retired one, for [`Core`].
 fn rebind(
     shared: &Shared,

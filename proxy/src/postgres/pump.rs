@@ -22,6 +22,13 @@ use crate::stats::Stat;
 /// Output buffered for one side before sqlmux stops reading the other.
 pub(crate) const HIGH_WATER: usize = 64 * 1024;
 
+/// Which sides' reads returned Pending in the current poll.
+#[derive(Default)]
+struct Waiting {
+    client: bool,
+    server: bool,
+}
+
 impl Session {
     pub(crate) fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<PumpEnd> {
         let mut lease = self.core.lease.take().expect("pump runs leased");
@@ -31,13 +38,17 @@ impl Session {
     }
 
     fn pump(&mut self, cx: &mut Context<'_>, srv: &mut PgServer) -> Poll<PumpEnd> {
+        // A side whose read returned Pending in this poll is not read again
+        // until the next one: its waker is registered, and asking tokio
+        // again costs instructions for nothing.
+        let mut waiting = Waiting::default();
         loop {
             let mut progress = false;
             if let Err(end) = self.flush_both(cx, srv) {
                 return Poll::Ready(end);
             }
             if self.cout.len() < HIGH_WATER {
-                match self.server_to_client(cx, srv) {
+                match self.server_to_client(cx, srv, &mut waiting.server) {
                     Ok(p) => progress |= p,
                     Err(end) => return Poll::Ready(end),
                 }
@@ -46,7 +57,7 @@ impl Session {
                 }
             }
             if self.sout.len() < HIGH_WATER {
-                match self.client_to_server(cx, srv) {
+                match self.client_to_server(cx, srv, &mut waiting.client) {
                     Ok(p) => progress |= p,
                     Err(end) => return Poll::Ready(end),
                 }
@@ -87,12 +98,17 @@ impl Session {
         &mut self,
         cx: &mut Context<'_>,
         srv: &mut PgServer,
+        waiting: &mut bool,
     ) -> Result<bool, PumpEnd> {
         let mut sbuf = std::mem::take(&mut srv.buf);
         let r = self.process_server(srv, &mut sbuf);
         srv.buf = sbuf;
         let mut progress = r?;
-        if self.at_boundary(srv) || self.cout.len() >= HIGH_WATER || !self.server_needs_bytes(srv) {
+        if *waiting
+            || self.at_boundary(srv)
+            || self.cout.len() >= HIGH_WATER
+            || !self.server_needs_bytes(srv)
+        {
             return Ok(progress);
         }
         match srv.stream.poll_read_buf(cx, &mut srv.buf) {
@@ -106,7 +122,10 @@ impl Session {
                 Ok(progress)
             }
             Poll::Ready(Err(e)) => Err(PumpEnd::ServerGone(e.to_string())),
-            Poll::Pending => Ok(progress),
+            Poll::Pending => {
+                *waiting = true;
+                Ok(progress)
+            }
         }
     }
 
@@ -115,9 +134,10 @@ impl Session {
         &mut self,
         cx: &mut Context<'_>,
         srv: &mut PgServer,
+        waiting: &mut bool,
     ) -> Result<bool, PumpEnd> {
         let progress = self.process_client(srv)?;
-        if self.sout.len() >= HIGH_WATER || !self.client_needs_bytes() {
+        if *waiting || self.sout.len() >= HIGH_WATER || !self.client_needs_bytes() {
             return Ok(progress);
         }
         match self.client.poll_read_buf(cx, &mut self.cin) {
@@ -127,7 +147,10 @@ impl Session {
                 self.core.counts.add(Stat::BytesReceived, n as u64);
                 Ok(true)
             }
-            Poll::Pending => Ok(progress),
+            Poll::Pending => {
+                *waiting = true;
+                Ok(progress)
+            }
         }
     }
 

@@ -77,10 +77,12 @@ pub const INITIAL_STATUS: ServerStatus = ServerStatus(SERVER_STATUS_AUTOCOMMIT);
 
 impl Drop for Session {
     /// The client's buffers go back to this thread's spares for the next
-    /// login.
+    /// login (what is left in them is of no use now).
     fn drop(&mut self) {
-        crate::io::recycle_buf(&mut self.client.buf);
-        crate::io::recycle_buf(&mut self.client.out);
+        for buf in [&mut self.client.buf, &mut self.client.out] {
+            buf.clear();
+            crate::io::recycle_buf(buf);
+        }
     }
 }
 

@@ -101,11 +101,13 @@ pub(crate) struct Session {
 }
 
 impl Drop for Session {
-    /// The buffers go back to this thread's spares for the next login.
+    /// The buffers go back to this thread's spares for the next login
+    /// (what is left in them, such as a Terminate, is of no use now).
     fn drop(&mut self) {
-        io::recycle_buf(&mut self.cin);
-        io::recycle_buf(&mut self.cout);
-        io::recycle_buf(&mut self.sout);
+        for buf in [&mut self.cin, &mut self.cout, &mut self.sout] {
+            buf.clear();
+            io::recycle_buf(buf);
+        }
     }
 }
 

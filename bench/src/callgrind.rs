@@ -157,13 +157,7 @@ pub fn run(args: CallgrindArgs) -> Result<()> {
     };
     eprintln!("starting PostgreSQL (throwaway cluster)");
     let cluster = sqlmux_tests::PgCluster::start(sqlmux_tests::PgOptions::default());
-    let direct = Endpoint {
-        host: "127.0.0.1".into(),
-        port: cluster.port(),
-        user: "postgres".into(),
-        password: None,
-        db: "postgres".into(),
-    };
+    let direct = Endpoint::cluster(cluster.port());
     crate::pgbench::initialize(&direct, 1)?;
     let mut results = Vec::new();
     for subject in [Subject::Off, Subject::On] {
@@ -417,17 +411,8 @@ fn totals(text: &str) -> Option<u64> {
 
 /// `pgbench -n FLAGS -c clients -t per_client` against `ep`.
 fn pgbench(ep: &Endpoint, flags: &[&str], clients: u32, per_client: u32) -> Result<()> {
-    let mut cmd = Command::new(sqlmux_tests::pg_tool("pgbench"));
-    procs::clean_pg_env(&mut cmd);
-    cmd.args([
-        "-h",
-        &ep.host,
-        "-p",
-        &ep.port.to_string(),
-        "-U",
-        &ep.user,
-        "-n",
-    ]);
+    let mut cmd = crate::pgbench::base_command(ep);
+    cmd.arg("-n");
     cmd.args(flags);
     cmd.arg("-c").arg(clients.to_string());
     cmd.arg("-t").arg(per_client.to_string());

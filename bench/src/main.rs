@@ -233,13 +233,7 @@ fn compare(args: CompareArgs) -> Result<()> {
                 conf: PG_CONF.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             });
-            let ep = Endpoint {
-                host: "127.0.0.1".into(),
-                port: cluster.port(),
-                user: "postgres".into(),
-                password: None,
-                db: "postgres".into(),
-            };
+            let ep = Endpoint::cluster(cluster.port());
             _cluster = Some(cluster);
             ep
         }

@@ -36,6 +36,44 @@ pub struct Endpoint {
     pub db: String,
 }
 
+impl Endpoint {
+    /// The `postgres` database of a throwaway cluster on 127.0.0.1:`port`,
+    /// as its superuser.
+    pub fn cluster(port: u16) -> Endpoint {
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            user: "postgres".into(),
+            password: None,
+            db: "postgres".into(),
+        }
+    }
+
+    /// A proxy on 127.0.0.1:`port` in front of this server: same user and
+    /// database, no password (the runner's proxies trust their clients).
+    pub fn proxy_at(&self, port: u16) -> Endpoint {
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            user: self.user.clone(),
+            password: None,
+            db: self.db.clone(),
+        }
+    }
+}
+
+/// `pgbench` against `ep` (password, host, port and user set); the caller
+/// adds the rest and the database.
+pub fn base_command(ep: &Endpoint) -> Command {
+    let mut cmd = Command::new(sqlmux_tests::pg_tool("pgbench"));
+    procs::clean_pg_env(&mut cmd);
+    if let Some(p) = &ep.password {
+        cmd.env("PGPASSWORD", p);
+    }
+    cmd.args(["-h", &ep.host, "-p", &ep.port.to_string(), "-U", &ep.user]);
+    cmd
+}
+
 /// One pgbench invocation.
 #[derive(Debug, Clone)]
 pub struct Invocation<'a> {
@@ -84,12 +122,7 @@ pub struct Outcome {
 
 /// The pgbench command for `inv` against `ep`, logging to `log_prefix`.
 pub fn command(ep: &Endpoint, inv: &Invocation<'_>, log_prefix: &Path) -> Command {
-    let mut cmd = Command::new(sqlmux_tests::pg_tool("pgbench"));
-    procs::clean_pg_env(&mut cmd);
-    if let Some(p) = &ep.password {
-        cmd.env("PGPASSWORD", p);
-    }
-    cmd.args(["-h", &ep.host, "-p", &ep.port.to_string(), "-U", &ep.user]);
+    let mut cmd = base_command(ep);
     cmd.arg("-T").arg(inv.duration.as_secs().max(1).to_string());
     cmd.args(inv.flags);
     cmd.arg("-c").arg(inv.clients.to_string());
@@ -237,12 +270,7 @@ fn strip_client_number(l: &str) -> String {
 
 /// `pgbench -i -s <scale>` against `ep` (quietly; `-q`).
 pub fn initialize(ep: &Endpoint, scale: u32) -> Result<()> {
-    let mut cmd = Command::new(sqlmux_tests::pg_tool("pgbench"));
-    procs::clean_pg_env(&mut cmd);
-    if let Some(p) = &ep.password {
-        cmd.env("PGPASSWORD", p);
-    }
-    cmd.args(["-h", &ep.host, "-p", &ep.port.to_string(), "-U", &ep.user]);
+    let mut cmd = base_command(ep);
     cmd.args(["-i", "-q", "-s", &scale.to_string()]);
     cmd.arg(&ep.db);
     let out = procs::run_tool(cmd, Duration::from_secs(1800))?;

@@ -137,13 +137,7 @@ pub fn spawn_sqlmux(
     wait_listening(&mut server, port, timeout)?;
     Ok(Proxy {
         server,
-        endpoint: Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-            user: upstream.user.clone(),
-            password: None,
-            db: upstream.db.clone(),
-        },
+        endpoint: upstream.proxy_at(port),
     })
 }
 
@@ -307,13 +301,7 @@ pub fn start_pgbouncer_with(
                 return Ok(PgBouncer {
                     proxy: Proxy {
                         server,
-                        endpoint: Endpoint {
-                            host: "127.0.0.1".into(),
-                            port,
-                            user: upstream.user.clone(),
-                            password: None,
-                            db: upstream.db.clone(),
-                        },
+                        endpoint: upstream.proxy_at(port),
                     },
                     prepared_note: note,
                 });

@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use sqlmux::Proxy;
 use sqlmux_tests::shared_pg;
+use tokio::task::JoinHandle;
 
 use super::util::{Db, guard, start};
 use crate::common::{eventually, fresh_db, sqlstate};
 
-const CLIENTS: u64 = 32;
+pub(super) const CLIENTS: u64 = 32;
 const TRANSFERS: u64 = 25;
-const ACCOUNTS: i64 = 20;
-const START_BALANCE: i64 = 1000;
+pub(super) const ACCOUNTS: i64 = 20;
+pub(super) const START_BALANCE: i64 = 1000;
 
 /// A tiny xorshift generator (tests need no crypto-grade randomness).
 pub(super) struct Rng(u64);
@@ -44,13 +45,125 @@ impl Rng {
     }
 }
 
+/// What a chaos task did: clients it ended, server connections it ended.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub(super) cut: AtomicU64,
+    pub(super) terminated: AtomicU64,
+}
+
+/// One transfer a client makes: its id (the log's primary key) and what
+/// moves where.
+pub(super) struct Transfer {
+    pub(super) id: i64,
+    pub(super) from: i64,
+    pub(super) to: i64,
+    pub(super) amount: i64,
+}
+
+impl Transfer {
+    /// The statements of the transfer, opened with `begin`; the lower
+    /// account is locked first.
+    pub(super) fn steps(&self, begin: &str) -> [String; 6] {
+        let Transfer {
+            id,
+            from,
+            to,
+            amount,
+        } = *self;
+        let (lo, hi) = (from.min(to), from.max(to));
+        [
+            begin.to_owned(),
+            format!("INSERT INTO log VALUES ({id}, {from}, {to}, {amount})"),
+            format!("SELECT bal FROM acc WHERE id IN ({lo}, {hi}) ORDER BY id FOR UPDATE"),
+            format!("UPDATE acc SET bal = bal - {amount} WHERE id = {from}"),
+            format!("UPDATE acc SET bal = bal + {amount} WHERE id = {to}"),
+            "COMMIT".to_owned(),
+        ]
+    }
+}
+
+/// Client `n`'s transfers: [`TRANSFERS`] of them, or as many as fit
+/// before `until`.
+pub(super) struct Plan {
+    n: u64,
+    k: u64,
+    rng: Rng,
+    until: Option<Instant>,
+}
+
+impl Plan {
+    pub(super) fn new(n: u64, until: Option<Instant>) -> Plan {
+        Plan {
+            n,
+            k: 0,
+            rng: Rng::seeded(n),
+            until,
+        }
+    }
+
+    pub(super) fn next_transfer(&mut self) -> Option<Transfer> {
+        if !self
+            .until
+            .map_or(self.k < TRANSFERS, |t| Instant::now() < t)
+        {
+            return None;
+        }
+        let id = (self.n * 1_000_000 + self.k) as i64;
+        self.k += 1;
+        let from = self.rng.below(ACCOUNTS as u64) as i64;
+        let to = (from + 1 + self.rng.below(ACCOUNTS as u64 - 1) as i64) % ACCOUNTS;
+        let amount = 1 + self.rng.below(50) as i64;
+        Some(Transfer {
+            id,
+            from,
+            to,
+            amount,
+        })
+    }
+}
+
+/// `SQLMUX_MONEY_SECS` from now, when it is set.
+pub(super) fn deadline() -> Option<Instant> {
+    std::env::var("SQLMUX_MONEY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(|s| Instant::now() + Duration::from_secs(s))
+}
+
+/// Waits for the clients, then stops the chaos; asserts that the chaos
+/// ended both clients and servers. The ids the clients saw committed.
+pub(super) async fn finish(
+    label: &str,
+    clients: Vec<JoinHandle<Vec<i64>>>,
+    chaos: JoinHandle<()>,
+    stop: &AtomicBool,
+    tally: &Tally,
+) -> HashSet<i64> {
+    let mut committed = HashSet::new();
+    for c in clients {
+        committed.extend(c.await.expect("client task"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    chaos.await.unwrap();
+    let (cut, terminated) = (
+        tally.cut.load(Ordering::Relaxed),
+        tally.terminated.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "{label}: {} transfers seen committed, {cut} clients ended, {terminated} servers ended",
+        committed.len()
+    );
+    assert!(cut > 0 && terminated > 0, "the chaos did something");
+    committed
+}
+
 /// What the chaos task can reach: each client's socket (a clone of it, to
 /// shut down), and counts of what it did.
 #[derive(Default)]
 struct Chaos {
     sockets: Mutex<Vec<Option<std::net::TcpStream>>>,
-    cut: AtomicU64,
-    terminated: AtomicU64,
+    tally: Tally,
 }
 
 /// Connects through sqlmux over a socket whose clone goes to `chaos`.
@@ -74,7 +187,7 @@ async fn connect(
     Some(client)
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Committed,
     /// The id was already logged: an earlier attempt committed although
     /// its client saw an error.
@@ -82,17 +195,8 @@ enum Outcome {
     Retry,
 }
 
-async fn transfer(c: &tokio_postgres::Client, id: i64, from: i64, to: i64, amount: i64) -> Outcome {
-    let (lo, hi) = if from < to { (from, to) } else { (to, from) };
-    let steps = [
-        "BEGIN".to_owned(),
-        format!("INSERT INTO log VALUES ({id}, {from}, {to}, {amount})"),
-        format!("SELECT bal FROM acc WHERE id IN ({lo}, {hi}) ORDER BY id FOR UPDATE"),
-        format!("UPDATE acc SET bal = bal - {amount} WHERE id = {from}"),
-        format!("UPDATE acc SET bal = bal + {amount} WHERE id = {to}"),
-        "COMMIT".to_owned(),
-    ];
-    for sql in &steps {
+async fn transfer(c: &tokio_postgres::Client, t: &Transfer) -> Outcome {
+    for sql in &t.steps("BEGIN") {
         match guard("transfer step", c.simple_query(sql)).await {
             Ok(_) => {}
             Err(e) if sqlstate(&e) == "23505" => return Outcome::AlreadyDone,
@@ -115,15 +219,10 @@ async fn client(
     n: u64,
     until: Option<Instant>,
 ) -> Vec<i64> {
-    let mut rng = Rng::seeded(n);
+    let mut plan = Plan::new(n, until);
     let mut seen = Vec::new();
     let mut c = None;
-    let mut k = 0;
-    while until.map_or(k < TRANSFERS, |t| Instant::now() < t) {
-        let id = (n * 1_000_000 + k) as i64;
-        let from = rng.below(ACCOUNTS as u64) as i64;
-        let to = (from + 1 + rng.below(ACCOUNTS as u64 - 1) as i64) % ACCOUNTS;
-        let amount = 1 + rng.below(50) as i64;
+    while let Some(t) = plan.next_transfer() {
         loop {
             if c.as_ref()
                 .is_none_or(|c: &tokio_postgres::Client| c.is_closed())
@@ -134,14 +233,13 @@ async fn client(
                     continue;
                 }
             }
-            match transfer(c.as_ref().unwrap(), id, from, to, amount).await {
-                Outcome::Committed => seen.push(id),
+            match transfer(c.as_ref().unwrap(), &t).await {
+                Outcome::Committed => seen.push(t.id),
                 Outcome::AlreadyDone => {}
                 Outcome::Retry => continue,
             }
             break;
         }
-        k += 1;
     }
     seen
 }
@@ -161,7 +259,7 @@ async fn chaos_task(
             let slot = rng.below(CLIENTS) as usize;
             if let Some(s) = chaos.sockets.lock().unwrap()[slot].take() {
                 let _ = s.shutdown(std::net::Shutdown::Both);
-                chaos.cut.fetch_add(1, Ordering::Relaxed);
+                chaos.tally.cut.fetch_add(1, Ordering::Relaxed);
             }
         } else {
             let sql = format!(
@@ -171,7 +269,7 @@ async fn chaos_task(
             if let Ok(rows) = guard("terminate", direct.simple_query(&sql)).await
                 && rows.len() > 1
             {
-                chaos.terminated.fetch_add(1, Ordering::Relaxed);
+                chaos.tally.terminated.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -218,10 +316,7 @@ async fn money_moved_under_chaos_is_never_lost_nor_doubled_on_postgres() {
         .lock()
         .unwrap()
         .resize_with(CLIENTS as usize, || None);
-    let until = std::env::var("SQLMUX_MONEY_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(|s| Instant::now() + Duration::from_secs(s));
+    let until = deadline();
     let stop = Arc::new(AtomicBool::new(false));
     let chaos_run = tokio::spawn(chaos_task(
         chaos.clone(),
@@ -232,21 +327,7 @@ async fn money_moved_under_chaos_is_never_lost_nor_doubled_on_postgres() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| tokio::spawn(client(p.clone(), db.clone(), chaos.clone(), n, until)))
         .collect();
-    let mut committed = HashSet::new();
-    for c in clients {
-        committed.extend(c.await.expect("client task"));
-    }
-    stop.store(true, Ordering::Relaxed);
-    chaos_run.await.unwrap();
-    let (cut, terminated) = (
-        chaos.cut.load(Ordering::Relaxed),
-        chaos.terminated.load(Ordering::Relaxed),
-    );
-    eprintln!(
-        "money: {} transfers seen committed, {cut} client sockets cut, {terminated} servers terminated",
-        committed.len()
-    );
-    assert!(cut > 0 && terminated > 0, "the chaos did something");
+    let committed = finish("money", clients, chaos_run, &stop, &chaos.tally).await;
     // A connection opened after the chaos, so the chaos never ended it.
     check_books(&direct_client(&db).await, &db, &committed).await;
     p.shutdown_now().await;

@@ -5,7 +5,7 @@
 //! PostgreSQL (see `money`), and no server transaction stays open.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,40 +13,22 @@ use mysql_async::prelude::Queryable;
 use sqlmux::Proxy;
 use sqlmux_tests::shared_mariadb;
 
-use super::money::Rng;
+use super::money::{
+    ACCOUNTS, CLIENTS, Outcome, Plan, Rng, START_BALANCE, Tally, Transfer, deadline, finish,
+};
 use super::util::{Db, guard, my_url, start};
 use crate::common::eventually;
 use crate::mysql::fresh_db;
-
-const CLIENTS: u64 = 32;
-const TRANSFERS: u64 = 25;
-const ACCOUNTS: i64 = 20;
 
 #[derive(Default)]
 struct Chaos {
     /// Each client's sqlmux connection id (0 while disconnected).
     ids: Mutex<Vec<u32>>,
-    cut: AtomicU64,
-    terminated: AtomicU64,
+    tally: Tally,
 }
 
-enum Outcome {
-    Committed,
-    AlreadyDone,
-    Retry,
-}
-
-async fn transfer(c: &mut mysql_async::Conn, id: i64, from: i64, to: i64, amount: i64) -> Outcome {
-    let (lo, hi) = (from.min(to), from.max(to));
-    let steps = [
-        "START TRANSACTION".to_owned(),
-        format!("INSERT INTO log VALUES ({id}, {from}, {to}, {amount})"),
-        format!("SELECT bal FROM acc WHERE id IN ({lo}, {hi}) ORDER BY id FOR UPDATE"),
-        format!("UPDATE acc SET bal = bal - {amount} WHERE id = {from}"),
-        format!("UPDATE acc SET bal = bal + {amount} WHERE id = {to}"),
-        "COMMIT".to_owned(),
-    ];
-    for sql in steps {
+async fn transfer(c: &mut mysql_async::Conn, t: &Transfer) -> Outcome {
+    for sql in t.steps("START TRANSACTION") {
         match guard("transfer step", c.query_drop(sql)).await {
             Ok(()) => {}
             Err(mysql_async::Error::Server(e)) if e.code == 1062 => return Outcome::AlreadyDone,
@@ -63,34 +45,28 @@ async fn client(
     n: u64,
     until: Option<Instant>,
 ) -> Vec<i64> {
-    let mut rng = Rng::seeded(n);
+    let mut plan = Plan::new(n, until);
     let opts = mysql_async::Opts::from_url(&my_url(&p, &db)).unwrap();
     let mut seen = Vec::new();
-    let mut k = 0;
-    while until.map_or(k < TRANSFERS, |t| Instant::now() < t) {
-        let id = (n * 1_000_000 + k) as i64;
-        let from = rng.below(ACCOUNTS as u64) as i64;
-        let to = (from + 1 + rng.below(ACCOUNTS as u64 - 1) as i64) % ACCOUNTS;
-        let amount = 1 + rng.below(50) as i64;
+    while let Some(t) = plan.next_transfer() {
         loop {
             let Ok(mut c) = guard("login", mysql_async::Conn::new(opts.clone())).await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
             chaos.ids.lock().unwrap()[n as usize] = c.id();
-            let outcome = transfer(&mut c, id, from, to, amount).await;
+            let outcome = transfer(&mut c, &t).await;
             chaos.ids.lock().unwrap()[n as usize] = 0;
             // A new connection per transfer: after any error its state is
             // unknown, and it keeps the chaos's ids fresh.
             drop(tokio::time::timeout(Duration::from_secs(5), c.disconnect()).await);
             match outcome {
-                Outcome::Committed => seen.push(id),
+                Outcome::Committed => seen.push(t.id),
                 Outcome::AlreadyDone => {}
                 Outcome::Retry => continue,
             }
             break;
         }
-        k += 1;
     }
     seen
 }
@@ -117,7 +93,7 @@ async fn chaos_task(chaos: Arc<Chaos>, p: Arc<Proxy>, db: String, stop: Arc<Atom
                 .await
                 .is_ok()
             {
-                chaos.cut.fetch_add(1, Ordering::Relaxed);
+                chaos.tally.cut.fetch_add(1, Ordering::Relaxed);
             }
         } else {
             let sql = format!(
@@ -131,7 +107,7 @@ async fn chaos_task(chaos: Arc<Chaos>, p: Arc<Proxy>, db: String, stop: Arc<Atom
                 .await
                 .is_ok()
             {
-                chaos.terminated.fetch_add(1, Ordering::Relaxed);
+                chaos.tally.terminated.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -146,7 +122,7 @@ async fn money_moved_under_chaos_is_never_lost_nor_doubled_on_mariadb() {
          CREATE TABLE `{db}`.log (id BIGINT PRIMARY KEY, src INT NOT NULL, dst INT NOT NULL, amount BIGINT NOT NULL) ENGINE=InnoDB;\n"
     );
     for a in 0..ACCOUNTS {
-        sql += &format!("INSERT INTO `{db}`.acc VALUES ({a}, 1000);\n");
+        sql += &format!("INSERT INTO `{db}`.acc VALUES ({a}, {START_BALANCE});\n");
     }
     m.sql(&sql);
     let pool = "size = 8, checkout_timeout = \"30s\"";
@@ -164,10 +140,7 @@ async fn money_moved_under_chaos_is_never_lost_nor_doubled_on_mariadb() {
     );
     let chaos = Arc::new(Chaos::default());
     chaos.ids.lock().unwrap().resize(CLIENTS as usize, 0);
-    let until = std::env::var("SQLMUX_MONEY_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(|s| Instant::now() + Duration::from_secs(s));
+    let until = deadline();
     let stop = Arc::new(AtomicBool::new(false));
     let chaos_run = tokio::spawn(chaos_task(
         chaos.clone(),
@@ -178,21 +151,7 @@ async fn money_moved_under_chaos_is_never_lost_nor_doubled_on_mariadb() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| tokio::spawn(client(p.clone(), db.clone(), chaos.clone(), n, until)))
         .collect();
-    let mut committed = HashSet::new();
-    for c in clients {
-        committed.extend(c.await.expect("client task"));
-    }
-    stop.store(true, Ordering::Relaxed);
-    chaos_run.await.unwrap();
-    let (cut, terminated) = (
-        chaos.cut.load(Ordering::Relaxed),
-        chaos.terminated.load(Ordering::Relaxed),
-    );
-    eprintln!(
-        "money (mariadb): {} transfers seen committed, {cut} clients killed, {terminated} servers killed",
-        committed.len()
-    );
-    assert!(cut > 0 && terminated > 0, "the chaos did something");
+    let committed = finish("money (mariadb)", clients, chaos_run, &stop, &chaos.tally).await;
     check_books(&db, &committed).await;
     p.shutdown_now().await;
 }

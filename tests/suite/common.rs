@@ -93,6 +93,30 @@ pub fn fresh_db(pg: &PgCluster, prefix: &str) -> String {
     name
 }
 
+/// Runs the ignored test `name` of `module` (pass `module_path!()`) in a
+/// child process of this test binary with `env` set to 1, so that it can
+/// do what the parent must not (abort, log at trace level); its output.
+pub fn run_ignored_test(
+    module: &str,
+    name: &str,
+    env: &str,
+    timeout: Duration,
+) -> std::process::Output {
+    let test = module
+        .split_once("::")
+        .map_or(name.to_owned(), |(_, m)| format!("{m}::{name}"));
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        test.as_str(),
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd.env(env, "1");
+    run_command(cmd, None, timeout).expect("running the child test")
+}
+
 /// Runs a command (blocking), returning (success, stdout+stderr).
 pub fn run(mut cmd: Command, timeout: Duration) -> (bool, String) {
     cmd.env_remove("PGPASSWORD");

@@ -296,21 +296,12 @@ fn abort_helper() {
 
 #[test]
 fn servers_die_when_the_test_process_aborts() {
-    let name = module_path!()
-        .split_once("::")
-        .map_or("abort_helper".to_owned(), |(_, m)| {
-            format!("{m}::abort_helper")
-        });
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        name.as_str(),
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    cmd.env(ABORT_HELPER_ENV, "1");
-    let out = run_command(cmd, None, Duration::from_secs(180)).expect("running the helper");
+    let out = crate::common::run_ignored_test(
+        module_path!(),
+        "abort_helper",
+        ABORT_HELPER_ENV,
+        Duration::from_secs(180),
+    );
     assert!(!out.status.success(), "the helper should abort");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let pids: Vec<u32> = stdout

@@ -11,7 +11,6 @@ use sqlmux::Proxy;
 use sqlmux::config::Config;
 use sqlmux_protocol::postgres::auth::md5_hash;
 use sqlmux_tests::{run_command, shared_mariadb, shared_pg};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{connect_url, sqlstate, unique_db};
 
@@ -168,20 +167,12 @@ fn unhex(h: &str) -> String {
 
 #[test]
 fn passwords_never_reach_the_log_at_trace_level() {
-    let name = module_path!().split_once("::").map_or(
-        "security::login_paths_at_trace_level".to_owned(),
-        |(_, m)| format!("{m}::login_paths_at_trace_level"),
+    let out = crate::common::run_ignored_test(
+        module_path!(),
+        "login_paths_at_trace_level",
+        TRACE_CHILD_ENV,
+        Duration::from_secs(600),
     );
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        name.as_str(),
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    cmd.env(TRACE_CHILD_ENV, "1");
-    let out = run_command(cmd, None, Duration::from_secs(600)).expect("running the child");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
@@ -268,26 +259,7 @@ async fn tls_below_1_2_is_refused_on_every_listener() {
 
 /// One HTTP request with `method`, optional basic credentials: status.
 async fn http_status(port: u16, method: &str, path: &str, auth: Option<(&str, &str)>) -> u16 {
-    use base64::Engine as _;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n");
-    if let Some((u, pw)) = auth {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pw}"));
-        req.push_str(&format!("Authorization: Basic {token}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
-        .await
-        .expect("HTTP answer");
-    let text = String::from_utf8_lossy(&buf);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    crate::web::request(port, method, path, auth).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,11 +43,25 @@ pub(crate) async fn get(
     path: &str,
     auth: Option<(&str, &str)>,
 ) -> (u16, String, String) {
+    request(port, "GET", path, auth).await
+}
+
+/// One request with `method`, an empty body and optional basic
+/// credentials: (status, head, body).
+pub(crate) async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> (u16, String, String) {
     use base64::Engine as _;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect to the admin port");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+    if method != "GET" {
+        req.push_str("Content-Length: 0\r\n");
+    }
     if let Some((u, pw)) = auth {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pw}"));
         req.push_str(&format!("Authorization: Basic {token}\r\n"));

@@ -138,12 +138,7 @@ pub fn run(args: CallgrindArgs) -> Result<()> {
             "{tool} not found: install valgrind"
         );
     }
-    let scratch = procs::ScratchDir::new().context("creating the scratch directory")?;
-    if std::env::var_os("SQLMUX_TEST_TMPDIR").is_none() {
-        // SAFETY: no other thread exists yet.
-        unsafe { std::env::set_var("SQLMUX_TEST_TMPDIR", scratch.path()) };
-    }
-    procs::install_signal_cleanup();
+    let scratch = procs::ScratchDir::for_servers().context("creating the scratch directory")?;
     let bin = match &args.sqlmux {
         Some(p) => p.clone(),
         None => targets::build_sqlmux()?.0,

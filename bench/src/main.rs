@@ -177,13 +177,7 @@ fn compare(args: CompareArgs) -> Result<()> {
     // Before any thread exists: the scratch directory, and PostgreSQL's
     // data directory inside it (on disk, like the baselines, unless the
     // caller chose SQLMUX_TEST_TMPDIR).
-    let scratch = procs::ScratchDir::new().context("creating the scratch directory")?;
-    if std::env::var_os("SQLMUX_TEST_TMPDIR").is_none() {
-        // SAFETY: no other thread exists yet (the runner starts its threads
-        // below), so nothing can read the environment concurrently.
-        unsafe { std::env::set_var("SQLMUX_TEST_TMPDIR", scratch.path()) };
-    }
-    procs::install_signal_cleanup();
+    let scratch = procs::ScratchDir::for_servers().context("creating the scratch directory")?;
     let nofile = procs::raise_nofile(1 << 16);
     let needed_fds = settings.idle_clients as u64 + 1000;
     if nofile < needed_fds {

@@ -299,6 +299,21 @@ impl ScratchDir {
         Ok(ScratchDir { path })
     }
 
+    /// [`ScratchDir::new`] for a run that starts its own servers: their
+    /// data directories go inside it (SQLMUX_TEST_TMPDIR, unless the caller
+    /// chose one), and an interrupt stops them and removes it
+    /// ([`install_signal_cleanup`]). Call before any thread exists.
+    pub fn for_servers() -> io::Result<ScratchDir> {
+        let scratch = ScratchDir::new()?;
+        if std::env::var_os("SQLMUX_TEST_TMPDIR").is_none() {
+            // SAFETY: the caller has started no thread yet, so nothing can
+            // read the environment concurrently.
+            unsafe { std::env::set_var("SQLMUX_TEST_TMPDIR", scratch.path()) };
+        }
+        install_signal_cleanup();
+        Ok(scratch)
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path

@@ -82,7 +82,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 async fn cycle(pool: &Arc<Pool<MemServer>>, client: u64) {
     let lease = pool
-        .checkout(client, std::time::Instant::now())
+        .checkout(client, sqlmux::clock::Tick::now())
         .await
         .expect("checkout");
     black_box(lease.server_ref().info.id);

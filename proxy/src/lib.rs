@@ -21,8 +21,8 @@
 //!   [`pool::registry`] of every pool of both protocols.
 //! - [`insight`]: per-statement latency histograms, N+1 bursts, leaked
 //!   transactions.
-//! - [`client`], [`auth`], [`stats`], [`io`]: shared client facts, users and
-//!   secrets, sharded counters, byte streams.
+//! - [`client`], [`auth`], [`stats`], [`io`], [`clock`]: shared client facts,
+//!   users and secrets, sharded counters, byte streams, the session clock.
 //! - [`demo`]: `sqlmux demo` (throwaway servers, sqlmux in front and an
 //!   application-like workload); [`import`]: `sqlmux import` and
 //!   `sqlmux init` (configurations from PgBouncer's files or a URL).
@@ -46,6 +46,7 @@ pub mod addr;
 pub mod admin;
 pub mod auth;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod import;

@@ -3,7 +3,7 @@
 //! The session detects that its client has been idle inside a transaction
 //! past `leaked_transaction.idle` (it owns the timer) and reports here; this
 //! module only keeps the rows: open leaks in a map by id (live ages computed
-//! at read time from the session's `Instant`s) and closed ones in a ring of
+//! at read time from the session's `Tick`s) and closed ones in a ring of
 //! the last [`EVENT_RING`] (ages frozen at close).
 //!
 //! Concurrency: one mutex, touched only when a transaction has already
@@ -12,13 +12,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use sqlmux_protocol::sql::Fingerprint;
 
 use super::{EVENT_RING, lock};
 use crate::addr::PeerAddr;
 use crate::client::ClientInfo;
+use crate::clock::Tick;
 use crate::config::LeakAction;
 
 /// Open leaks kept as rows; beyond this an id is still handed out and
@@ -90,8 +91,8 @@ struct Record {
     client_addr: PeerAddr,
     application_name: String,
     state: LeakState,
-    xact_started: Instant,
-    idle_since: Instant,
+    xact_started: Tick,
+    idle_since: Tick,
     /// (xact_age_s, idle_s) once closed.
     frozen: Option<(f64, f64)>,
     last_query: Option<Fingerprint>,
@@ -102,8 +103,8 @@ struct Record {
 impl Record {
     fn new(
         client: &ClientInfo,
-        xact_started: Instant,
-        idle_since: Instant,
+        xact_started: Tick,
+        idle_since: Tick,
         last_query: Option<Fingerprint>,
         last_text: Option<Arc<str>>,
         action: LeakAction,
@@ -124,7 +125,7 @@ impl Record {
         }
     }
 
-    fn ages(&self, now: Instant) -> (f64, f64) {
+    fn ages(&self, now: Tick) -> (f64, f64) {
         self.frozen.unwrap_or_else(|| {
             (
                 now.saturating_duration_since(self.xact_started)
@@ -134,12 +135,12 @@ impl Record {
         })
     }
 
-    fn close(&mut self, state: LeakState, now: Instant) {
+    fn close(&mut self, state: LeakState, now: Tick) {
         self.frozen = Some(self.ages(now));
         self.state = state;
     }
 
-    fn row(&self, now: Instant) -> LeakRow {
+    fn row(&self, now: Tick) -> LeakRow {
         let (xact_age_s, idle_s) = self.ages(now);
         LeakRow {
             detected_at: self.detected_at,
@@ -193,8 +194,8 @@ impl LeakLog {
     pub(crate) fn open(
         &self,
         client: &ClientInfo,
-        xact_started: Instant,
-        idle_since: Instant,
+        xact_started: Tick,
+        idle_since: Tick,
         last_query: Option<Fingerprint>,
         last_text: Option<Arc<str>>,
         action: LeakAction,
@@ -221,7 +222,7 @@ impl LeakLog {
         if state == LeakState::Open {
             return;
         }
-        let now = Instant::now();
+        let now = Tick::now();
         let mut inner = lock(&self.inner);
         if let Some(mut r) = inner.open.remove(&id.0) {
             r.close(state, now);
@@ -232,8 +233,8 @@ impl LeakLog {
     pub(crate) fn abandoned(
         &self,
         client: &ClientInfo,
-        xact_started: Instant,
-        idle_since: Instant,
+        xact_started: Tick,
+        idle_since: Tick,
         last_query: Option<Fingerprint>,
         last_text: Option<Arc<str>>,
         action: LeakAction,
@@ -246,13 +247,13 @@ impl LeakLog {
             last_text,
             action,
         );
-        r.close(LeakState::Abandoned, Instant::now());
+        r.close(LeakState::Abandoned, Tick::now());
         self.total.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner).push_closed(r);
     }
 
     pub(crate) fn rows(&self) -> Vec<LeakRow> {
-        let now = Instant::now();
+        let now = Tick::now();
         let inner = lock(&self.inner);
         inner
             .open
@@ -283,9 +284,9 @@ mod tests {
         let ins = Insight::new(&cfg());
         ins.note_text(Fingerprint(9), "update t set x = $1");
         let c = client(7000);
-        let now = Instant::now();
-        let started = now.checked_sub(Duration::from_secs(8)).unwrap_or(now);
-        let idle = now.checked_sub(Duration::from_secs(6)).unwrap_or(now);
+        let now = Tick::now();
+        let started = now - Duration::from_secs(8);
+        let idle = now - Duration::from_secs(6);
         let id = ins.leak_open(&c, started, idle, Some(Fingerprint(9)));
         assert_eq!(ins.open_leaks(), 1);
         assert_eq!(ins.leaks_total(), 1);
@@ -331,7 +332,7 @@ mod tests {
     fn abandoned_without_open_is_recorded_closed() {
         let ins = Insight::new(&cfg());
         let c = client(1);
-        let now = Instant::now();
+        let now = Tick::now();
         ins.leak_abandoned(&c, now, now, Some(Fingerprint(0xabc)));
         assert_eq!(ins.open_leaks(), 0);
         assert_eq!(ins.leaks_total(), 1);
@@ -346,7 +347,7 @@ mod tests {
     fn closed_ring_is_bounded() {
         let ins = Insight::new(&cfg());
         let c = client(1);
-        let now = Instant::now();
+        let now = Tick::now();
         for _ in 0..(EVENT_RING + 250) {
             let id = ins.leak_open(&c, now, now, None);
             ins.leak_close(id, LeakState::Abandoned);

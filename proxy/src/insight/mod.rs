@@ -63,7 +63,7 @@ mod texts;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use sqlmux_protocol::sql::Fingerprint;
 
@@ -73,6 +73,7 @@ pub use nplusone::{NPlusOneEvent, SessionInsight};
 pub use statements::{HISTOGRAM_MAX_US, HistogramBucket, StatementRow};
 
 use crate::client::ClientInfo;
+use crate::clock::Tick;
 use crate::config::{InsightConfig, LeakAction};
 
 /// Entries kept in the N+1 event ring and in the ring of closed leaks.
@@ -442,8 +443,8 @@ impl Insight {
     pub fn leak_open(
         &self,
         client: &ClientInfo,
-        xact_started: Instant,
-        idle_since: Instant,
+        xact_started: Tick,
+        idle_since: Tick,
         last_query: Option<Fingerprint>,
     ) -> LeakId {
         let action = self.leak_settings().1;
@@ -466,8 +467,8 @@ impl Insight {
     pub fn leak_abandoned(
         &self,
         client: &ClientInfo,
-        xact_started: Instant,
-        idle_since: Instant,
+        xact_started: Tick,
+        idle_since: Tick,
         last_query: Option<Fingerprint>,
     ) {
         let action = self.leak_settings().1;

@@ -38,7 +38,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use sqlmux_protocol::sql::Fingerprint;
 
@@ -46,6 +46,7 @@ use super::hash::Seeded;
 use super::{EVENT_RING, Insight, OTHER_FINGERPRINT, lock};
 use crate::addr::PeerAddr;
 use crate::client::ClientInfo;
+use crate::clock::Tick;
 
 /// Largest start-time ring a session keeps.
 const RING_CAP: usize = 1024;
@@ -192,14 +193,14 @@ pub struct SessionInsight {
     /// Executions in the current run; 0 before the first statement.
     run_len: u64,
     /// Start of the run's first execution.
-    run_start: Option<Instant>,
+    run_start: Option<Tick>,
     /// Start of the run's latest execution.
-    last_at: Option<Instant>,
+    last_at: Option<Tick>,
     /// The statement just before the run, if different.
     parent: Option<Fingerprint>,
     /// Start times of the run's latest executions (only for runs with a
     /// parent, from their second execution until the burst fires).
-    ring: Vec<Instant>,
+    ring: Vec<Tick>,
     /// Size the ring fills up to.
     ring_cap: usize,
     /// Next slot to overwrite once full (= the oldest).
@@ -237,7 +238,7 @@ impl SessionInsight {
         client: &ClientInfo,
         fp: Fingerprint,
         txn_control: bool,
-        now: Instant,
+        now: Tick,
     ) {
         if txn_control {
             return;
@@ -269,7 +270,7 @@ impl SessionInsight {
         if let Some(ev) = &self.event {
             let b = &ev.0;
             b.repeats.store(self.run_len, Ordering::Relaxed);
-            b.span_us.store(micros(now, start), Ordering::Relaxed);
+            b.span_us.store(now.micros_since(start), Ordering::Relaxed);
             return;
         }
         if self.parent.is_none() {
@@ -299,7 +300,7 @@ impl SessionInsight {
         self.reset();
     }
 
-    fn fire(&mut self, insight: &Insight, client: &ClientInfo, start: Instant, now: Instant) {
+    fn fire(&mut self, insight: &Insight, client: &ClientInfo, start: Tick, now: Tick) {
         let fp = self.run_fp;
         let parent = self.parent;
         let burst = Arc::new(Burst {
@@ -313,7 +314,7 @@ impl SessionInsight {
             parent_fingerprint: parent,
             parent_query: parent.and_then(|p| insight.text(p)),
             repeats: AtomicU64::new(self.run_len),
-            span_us: AtomicU64::new(micros(now, start)),
+            span_us: AtomicU64::new(now.micros_since(start)),
             ongoing: AtomicBool::new(true),
         });
         insight.bursts.push(burst.clone());
@@ -348,7 +349,7 @@ impl SessionInsight {
         self.ring_head = 0;
     }
 
-    fn ring_push(&mut self, t: Instant) {
+    fn ring_push(&mut self, t: Tick) {
         if self.ring.len() < self.ring_cap {
             self.ring.push(t);
         } else if let Some(slot) = self.ring.get_mut(self.ring_head) {
@@ -358,7 +359,7 @@ impl SessionInsight {
     }
 
     /// Oldest start time in the ring (call only when it is non-empty).
-    fn ring_oldest(&self) -> Instant {
+    fn ring_oldest(&self) -> Tick {
         let i = if self.ring.len() < self.ring_cap {
             0
         } else {
@@ -368,7 +369,7 @@ impl SessionInsight {
             .get(i)
             .or_else(|| self.ring.first())
             .copied()
-            .unwrap_or_else(Instant::now)
+            .unwrap_or_else(Tick::now)
     }
 }
 
@@ -376,10 +377,6 @@ impl Drop for SessionInsight {
     fn drop(&mut self) {
         self.end_run();
     }
-}
-
-fn micros(later: Instant, earlier: Instant) -> u64 {
-    u64::try_from(later.saturating_duration_since(earlier).as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -394,7 +391,7 @@ mod tests {
     const BEGIN: Fingerprint = Fingerprint(0x400);
     const COMMIT: Fingerprint = Fingerprint(0x500);
 
-    fn ms(t0: Instant, k: u64) -> Instant {
+    fn ms(t0: Tick, k: u64) -> Tick {
         t0 + Duration::from_millis(k)
     }
 
@@ -405,7 +402,7 @@ mod tests {
         ins.note_text(X, "select * from users where id = $1");
         let c = client(5000);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         s.observe(&ins, &c, P, false, t0);
         for k in 1..=50 {
             s.observe(&ins, &c, X, false, ms(t0, k));
@@ -437,7 +434,7 @@ mod tests {
         let ins = Insight::new(&cfg());
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         s.observe(&ins, &c, P, false, t0);
         for k in 1..=12 {
             s.observe(&ins, &c, X, false, ms(t0, k));
@@ -463,7 +460,7 @@ mod tests {
         let ins = Insight::new(&cfg());
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         for k in 0..500 {
             s.observe(&ins, &c, X, false, ms(t0, k));
         }
@@ -477,7 +474,7 @@ mod tests {
         let ins = Insight::new(&cfg());
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         for k in 0..1000 {
             let fp = if k % 2 == 0 { X } else { Y };
             s.observe(&ins, &c, fp, false, ms(t0, k));
@@ -498,7 +495,7 @@ mod tests {
         let ins = Insight::new(&cfg()); // 10 per 1 s
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         s.observe(&ins, &c, P, false, t0);
         for k in 1..=50 {
             s.observe(&ins, &c, X, false, ms(t0, 200 * k));
@@ -512,7 +509,7 @@ mod tests {
         let ins = Insight::new(&cfg());
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         s.observe(&ins, &c, P, false, t0);
         // 9 slow ones (200 ms apart), then fast ones.
         let mut t = 0;
@@ -535,7 +532,7 @@ mod tests {
         let ins = Insight::new(&cfg());
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         s.observe(&ins, &c, P, false, t0);
         let mut t = 0;
         for _ in 0..30 {
@@ -558,7 +555,7 @@ mod tests {
         let c2 = client(2);
         let mut s1 = SessionInsight::new();
         let mut s2 = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         s1.observe(&ins, &c1, P, false, t0);
         s2.observe(&ins, &c2, P, false, t0);
         for k in 1..=5 {
@@ -575,7 +572,7 @@ mod tests {
         let ins = Insight::new(&cfg());
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         s.observe(&ins, &c, P, false, t0);
         for k in 1..=15 {
             s.observe(&ins, &c, X, false, ms(t0, k));
@@ -595,7 +592,7 @@ mod tests {
         let ins = Insight::new(&cfg());
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         let mut t = 0;
         for _ in 0..3 {
             t += 1;
@@ -624,7 +621,7 @@ mod tests {
         let ins = Insight::new(&cfg());
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         s.observe(&ins, &c, P, false, t0);
         for k in 1..=5 {
             s.observe(&ins, &c, X, false, ms(t0, k));
@@ -648,7 +645,7 @@ mod tests {
         let ins = Insight::new(&cfg());
         let c = client(1);
         let mut s = SessionInsight::new();
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         let mut t = 0;
         for i in 0..1100u64 {
             t += 1;

@@ -11,7 +11,6 @@
 //! inside a transaction keeps the lease.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use sqlmux_protocol::mysql::command::Command;
 use sqlmux_protocol::mysql::packet;
@@ -30,6 +29,7 @@ use super::server::MyServer;
 use super::session_state::SessionVars;
 use super::statements::{Outgoing, Unbound};
 use crate::client::Signals;
+use crate::clock::Tick;
 use crate::insight::LeakState;
 use crate::session::pins::{PIN_OTHER, PIN_TABLE_LOCK, PinBits};
 use crate::session::{Core, Refusal};
@@ -171,7 +171,7 @@ impl Session {
         loop {
             match packet::read_logical(&mut self.client.buf, self.max_packet) {
                 Ok(Some((l, payload))) => {
-                    self.core.now = Instant::now();
+                    self.core.now = Tick::now();
                     self.core.counts.add(Stat::BytesReceived, l.wire_len as u64);
                     if l.first_seq != 0 {
                         return Err(Refusal::ProtocolViolation {
@@ -330,7 +330,7 @@ impl Session {
             reply::refusal(&mut self.client.out, 1, &r);
             return None;
         }
-        let sent = Instant::now();
+        let sent = Tick::now();
         if let Some(s) = &stmt {
             self.core.observe(s.fingerprint, s.txn_control, sent);
         }
@@ -341,14 +341,14 @@ impl Session {
                 Ok(p) => p,
                 Err(Unbound::Answered { code }) => {
                     let c = Completion::Err { code };
-                    self.after_response(stmt, c, (0, 0, 0), sent, Instant::now());
+                    self.after_response(stmt, c, (0, 0, 0), sent, Tick::now());
                     return None;
                 }
                 Err(Unbound::Broken(e)) => return Some(self.on_pump_error(e).await),
             },
         };
         let outcome = self.exchange(&payload).await;
-        let now = Instant::now();
+        let now = Tick::now();
         self.core.now = now;
         match outcome {
             Ok((completion, rows)) => {
@@ -410,8 +410,8 @@ impl Session {
         stmt: Option<Statement>,
         completion: Completion,
         (rows, affected, insert_id): (u64, u64, u64),
-        sent: Instant,
-        now: Instant,
+        sent: Tick,
+        now: Tick,
     ) {
         let error = matches!(completion, Completion::Err { .. });
         if let Some(s) = &stmt {
@@ -442,7 +442,7 @@ impl Session {
 
     /// A command is over: the transaction goes on while the server's status
     /// says so, else it ended (committed unless `ok` is false).
-    pub(super) fn settle(&mut self, ok: bool, now: Instant) {
+    pub(super) fn settle(&mut self, ok: bool, now: Tick) {
         let Some(server) = self.core.server() else {
             return;
         };
@@ -502,7 +502,7 @@ impl Session {
         let idle = self
             .core
             .leak
-            .report(&insight, &self.core.info, Instant::now());
+            .report(&insight, &self.core.info, Tick::now());
         if self.core.leak.action == crate::config::LeakAction::Warn {
             return;
         }
@@ -512,7 +512,7 @@ impl Session {
             server.dirty = true;
         }
         self.core.leak.end(&insight, LeakState::RolledBack);
-        self.core.now = Instant::now();
+        self.core.now = Tick::now();
         self.core.pins.at_boundary(false);
         if !self.core.pins.hold_lease() {
             self.release();

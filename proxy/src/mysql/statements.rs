@@ -5,7 +5,6 @@
 //! there first when it lacks it), and the commands around them.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use sqlmux_protocol::mysql::command::Command;
@@ -17,6 +16,7 @@ use super::pump::PumpError;
 use super::reply;
 use super::server::{CommandError, MyServer};
 use super::session::{End, Session};
+use crate::clock::Tick;
 
 /// MySQL's error for a statement id the connection does not know.
 const ER_UNKNOWN_STMT_HANDLER: u16 = 1243;
@@ -136,7 +136,7 @@ impl Session {
                 message,
             }) => {
                 encode_err(&mut self.client.out, 1, code, &state, &message);
-                self.settle(false, Instant::now());
+                self.settle(false, Tick::now());
                 return Ok(None);
             }
             Err(CommandError::Broken(m)) => {
@@ -144,7 +144,7 @@ impl Session {
             }
         };
         self.my.statements.insert(meta.clone());
-        self.settle(true, Instant::now());
+        self.settle(true, Tick::now());
         Ok(Some(meta))
     }
 
@@ -222,7 +222,7 @@ impl Session {
         if server.command(&reset).await.is_err() {
             server.dirty = true;
         }
-        self.settle(true, Instant::now());
+        self.settle(true, Tick::now());
         None
     }
 

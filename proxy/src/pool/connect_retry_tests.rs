@@ -4,9 +4,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
+use crate::clock::Tick;
 use crate::config::Config;
 
 /// A server with nothing to say.
@@ -74,7 +75,7 @@ fn pool(fails: Vec<&'static str>, checkout: &str) -> (Arc<Pool<Fake>>, Arc<Atomi
 async fn a_restarting_server_is_tried_again_until_it_accepts() {
     // Refused, "shutting down", "starting up", then up.
     let (pool, attempts) = pool(vec!["57P03", "57P03", "08006"], "30s");
-    let lease = pool.checkout(1, Instant::now()).await;
+    let lease = pool.checkout(1, Tick::now()).await;
     assert!(lease.is_ok(), "{:?}", lease.err());
     assert_eq!(attempts.load(Ordering::Relaxed), 4);
 }
@@ -82,11 +83,7 @@ async fn a_restarting_server_is_tried_again_until_it_accepts() {
 #[tokio::test]
 async fn other_failures_reach_the_client_at_once() {
     let (pool, attempts) = pool(vec!["28P01"], "30s");
-    let e = pool
-        .checkout(1, Instant::now())
-        .await
-        .err()
-        .expect("refused");
+    let e = pool.checkout(1, Tick::now()).await.err().expect("refused");
     assert!(e.to_string().contains("28P01"), "{e}");
     assert_eq!(attempts.load(Ordering::Relaxed), 1);
 }
@@ -94,7 +91,7 @@ async fn other_failures_reach_the_client_at_once() {
 #[tokio::test]
 async fn retries_stop_at_the_checkout_deadline() {
     let (pool, attempts) = pool(vec!["08006"; 1000], "500ms");
-    let started = Instant::now();
+    let started = Tick::now();
     let e = pool.checkout(1, started).await.err().expect("refused");
     assert!(e.to_string().contains("08006"), "{e}");
     let n = attempts.load(Ordering::Relaxed);

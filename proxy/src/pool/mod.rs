@@ -25,12 +25,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::addr::PeerAddr;
+use crate::clock::Tick;
 use crate::config::{PoolConfig, PoolMode};
 use crate::stats::Counters;
 use state::{Aging, Grant, PoolState, Step};
@@ -149,7 +150,7 @@ pub struct ServerInfo {
     /// When the connection was opened.
     pub connect_time: SystemTime,
     /// Monotonic open time.
-    pub created: Instant,
+    pub created: Tick,
     state: AtomicU8,
     link: AtomicU64,
     request_time_us: AtomicI64,
@@ -189,19 +190,6 @@ pub fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The Unix time (microseconds) of a monotonic instant, from one anchor
-/// taken at first use: saves a second clock read where an `Instant` is
-/// already at hand.
-pub fn unix_us_at(t: Instant) -> i64 {
-    static ANCHOR: std::sync::OnceLock<(Instant, i64)> = std::sync::OnceLock::new();
-    let (base, base_us) = *ANCHOR.get_or_init(|| (Instant::now(), unix_us(SystemTime::now())));
-    if t >= base {
-        base_us + t.duration_since(base).as_micros() as i64
-    } else {
-        base_us - base.duration_since(t).as_micros() as i64
-    }
-}
-
 /// Microseconds since the Unix epoch.
 pub fn unix_us(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -221,7 +209,7 @@ impl ServerInfo {
             id: next_id(),
             generation,
             connect_time: now,
-            created: Instant::now(),
+            created: Tick::now(),
             state: AtomicU8::new(ServerState::Login as u8),
             link: AtomicU64::new(0),
             request_time_us: AtomicI64::new(unix_us(now)),
@@ -263,11 +251,10 @@ impl ServerInfo {
         self.request_time_us.load(Ordering::Relaxed)
     }
 
-    fn set(&self, state: ServerState, link: u64, now: Instant) {
+    fn set(&self, state: ServerState, link: u64, now: Tick) {
         self.state.store(state as u8, Ordering::Relaxed);
         self.link.store(link, Ordering::Relaxed);
-        self.request_time_us
-            .store(unix_us_at(now), Ordering::Relaxed);
+        self.request_time_us.store(now.unix_us(), Ordering::Relaxed);
     }
 }
 
@@ -291,7 +278,7 @@ impl<T: PooledServer> PooledServer for Box<T> {
 }
 
 impl<S: PooledServer> Aging for S {
-    fn created(&self) -> Instant {
+    fn created(&self) -> Tick {
         self.info().created
     }
     fn generation(&self) -> u64 {
@@ -314,7 +301,7 @@ pub struct Pool<S: PooledServer> {
     retired: AtomicBool,
     released: Notify,
     /// After a failed warm-up connect, no warm-up before this time.
-    warm_backoff: Mutex<Option<Instant>>,
+    warm_backoff: Mutex<Option<Tick>>,
     /// Copies of the two settings read on every checkout and release, so
     /// the hot path takes no lock for them.
     checkout_timeout_ns: AtomicU64,
@@ -387,7 +374,7 @@ impl<S: PooledServer> Pool<S> {
 
     /// Counts for SHOW POOLS.
     pub fn counts(&self) -> Counts {
-        self.lock().counts(Instant::now())
+        self.lock().counts(Tick::now())
     }
 
     /// Shared infos of every open server (SHOW SERVERS).
@@ -413,7 +400,7 @@ impl<S: PooledServer> Pool<S> {
     pub async fn checkout(
         self: &Arc<Self>,
         client_id: u64,
-        started: Instant,
+        started: Tick,
     ) -> Result<Lease<S>, CheckoutError> {
         if self.is_retired() {
             return Err(CheckoutError::Closed(self.key.database.to_string()));
@@ -432,7 +419,7 @@ impl<S: PooledServer> Pool<S> {
                         rx: Some(rx),
                     };
                     let g = waiter.wait(started + timeout, started).await?;
-                    at = Instant::now();
+                    at = Tick::now();
                     g
                 }
             };
@@ -442,9 +429,7 @@ impl<S: PooledServer> Pool<S> {
                         return Ok(self.lease(s, client_id, at));
                     }
                     // Died while idle: close it and try again (capacity freed).
-                    let closed = self
-                        .lock()
-                        .release(s, false, Instant::now(), Duration::ZERO);
+                    let closed = self.lock().release(s, false, Tick::now(), Duration::ZERO);
                     if let Some(s) = closed {
                         self.close(s);
                     }
@@ -452,7 +437,7 @@ impl<S: PooledServer> Pool<S> {
                 Grant::Connect => match self.open().await {
                     Ok(s) => {
                         self.lock().connected();
-                        return Ok(self.lease(s, client_id, Instant::now()));
+                        return Ok(self.lease(s, client_id, Tick::now()));
                     }
                     // A server that is restarting: try again while the
                     // client may still wait.
@@ -464,7 +449,7 @@ impl<S: PooledServer> Pool<S> {
 
     /// The synchronous fast path of [`Pool::checkout`]: an idle server if
     /// one is available right now and nobody is queued.
-    pub fn try_checkout(self: &Arc<Self>, client_id: u64, now: Instant) -> Option<Lease<S>> {
+    pub fn try_checkout(self: &Arc<Self>, client_id: u64, now: Tick) -> Option<Lease<S>> {
         if self.is_retired() {
             return None;
         }
@@ -479,7 +464,7 @@ impl<S: PooledServer> Pool<S> {
         None
     }
 
-    fn lease(self: &Arc<Self>, s: S, client_id: u64, at: Instant) -> Lease<S> {
+    fn lease(self: &Arc<Self>, s: S, client_id: u64, at: Tick) -> Lease<S> {
         s.info().set(ServerState::Active, client_id, at);
         s.info().query_timeout_ns.store(
             self.query_timeout_ns.load(Ordering::Relaxed),
@@ -541,7 +526,7 @@ impl<S: PooledServer> Pool<S> {
         let max_lifetime = self.max_lifetime();
         let reusable =
             reusable && !self.is_retired() && !server.info().close_needed.load(Ordering::Relaxed);
-        let now = Instant::now();
+        let now = Tick::now();
         server.info().set(ServerState::Idle, 0, now);
         let mut st = self.lock();
         let closed = st.release(server, reusable, now, max_lifetime);
@@ -619,7 +604,7 @@ impl<S: PooledServer> Pool<S> {
         }
         let cfg = self.config();
         let (closed, to_open) = self.lock().maintain(
-            Instant::now(),
+            Tick::now(),
             cfg.idle_timeout,
             cfg.max_lifetime,
             cfg.min_idle,
@@ -630,12 +615,12 @@ impl<S: PooledServer> Pool<S> {
             tokio::spawn(async move {
                 match pool.open().await {
                     Ok(s) => {
-                        s.info().set(ServerState::Idle, 0, Instant::now());
-                        pool.lock().warmed(s, Instant::now());
+                        s.info().set(ServerState::Idle, 0, Tick::now());
+                        pool.lock().warmed(s, Tick::now());
                     }
                     Err(_) => {
                         *pool.warm_backoff.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(Instant::now() + Duration::from_secs(5));
+                            Some(Tick::now() + Duration::from_secs(5));
                     }
                 }
             });
@@ -651,9 +636,9 @@ const CONNECT_RETRY: Duration = Duration::from_millis(200);
 /// up" / "shutting down") and the checkout deadline leaves room for
 /// another attempt; `None` to hand the error to the client now (bad
 /// password, unknown database, deadline near).
-async fn retry_pause(e: &ConnectError, deadline: Instant) -> Option<()> {
+async fn retry_pause(e: &ConnectError, deadline: Tick) -> Option<()> {
     let transient = e.sqlstate.starts_with("08") || e.sqlstate == "57P03";
-    if !transient || Instant::now() + CONNECT_RETRY >= deadline {
+    if !transient || Tick::now() + CONNECT_RETRY >= deadline {
         return None;
     }
     tokio::time::sleep(CONNECT_RETRY).await;
@@ -668,11 +653,7 @@ struct Waiter<'a, S: PooledServer> {
 }
 
 impl<S: PooledServer> Waiter<'_, S> {
-    async fn wait(
-        &mut self,
-        deadline: Instant,
-        started: Instant,
-    ) -> Result<Grant<S>, CheckoutError> {
+    async fn wait(&mut self, deadline: Tick, started: Tick) -> Result<Grant<S>, CheckoutError> {
         let mut deadline = deadline;
         loop {
             let rx = self.rx.as_mut().expect("receiver present while waiting");
@@ -690,7 +671,7 @@ impl<S: PooledServer> Waiter<'_, S> {
                     let counts = self.pool.counts();
                     if counts.paused {
                         // PAUSE holds clients without a time limit.
-                        deadline = Instant::now() + Duration::from_millis(250);
+                        deadline = Tick::now() + Duration::from_millis(250);
                         continue;
                     }
                     return Err(CheckoutError::Timeout {
@@ -718,7 +699,7 @@ impl<S: PooledServer> Drop for Waiter<'_, S> {
         // Already granted: hand the grant back.
         if let Ok(grant) = rx.try_recv() {
             let max_lifetime = self.pool.max_lifetime();
-            let closed = st.return_grant(grant, Instant::now(), max_lifetime);
+            let closed = st.return_grant(grant, Tick::now(), max_lifetime);
             drop(st);
             if let Some(s) = closed {
                 self.pool.close(s);
@@ -752,12 +733,12 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Lease<S: PooledServer> {
     server: Option<S>,
     pool: Arc<Pool<S>>,
-    at: Instant,
+    at: Tick,
 }
 
 impl<S: PooledServer> Lease<S> {
     /// When the server was handed over.
-    pub fn checked_out_at(&self) -> Instant {
+    pub fn checked_out_at(&self) -> Tick {
         self.at
     }
 

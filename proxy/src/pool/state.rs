@@ -10,9 +10,11 @@
 //! (or the pool is paused).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
+
+use crate::clock::Tick;
 
 /// What a waiter is handed.
 #[derive(Debug)]
@@ -37,20 +39,20 @@ pub(crate) enum Step<S> {
 #[derive(Debug)]
 struct Waiter<S> {
     id: u64,
-    since: Instant,
+    since: Tick,
     tx: oneshot::Sender<Grant<S>>,
 }
 
 #[derive(Debug)]
 struct Idle<S> {
     server: S,
-    since: Instant,
+    since: Tick,
 }
 
 /// Per-server facts the state machine needs for expiry decisions.
 pub(crate) trait Aging {
     /// When the server connection was opened.
-    fn created(&self) -> Instant;
+    fn created(&self) -> Tick;
     /// Pool generation when the server was opened (RECONNECT bumps it).
     fn generation(&self) -> u64;
 }
@@ -108,7 +110,7 @@ impl<S: Aging> PoolState<S> {
         self.generation
     }
 
-    pub(crate) fn counts(&self, now: Instant) -> Counts {
+    pub(crate) fn counts(&self, now: Tick) -> Counts {
         Counts {
             active: self.active,
             idle: self.idle.len(),
@@ -125,7 +127,7 @@ impl<S: Aging> PoolState<S> {
     }
 
     /// Takes the most recently used idle server, or a connect slot, or queues.
-    pub(crate) fn checkout(&mut self, now: Instant) -> Step<S> {
+    pub(crate) fn checkout(&mut self, now: Tick) -> Step<S> {
         if !self.paused && self.waiters.is_empty() {
             if let Some(idle) = self.idle.pop() {
                 self.active += 1;
@@ -172,7 +174,7 @@ impl<S: Aging> PoolState<S> {
         &mut self,
         server: S,
         reusable: bool,
-        now: Instant,
+        now: Tick,
         max_lifetime: Duration,
     ) -> Option<S> {
         self.active -= 1;
@@ -248,7 +250,7 @@ impl<S: Aging> PoolState<S> {
     pub(crate) fn return_grant(
         &mut self,
         grant: Grant<S>,
-        now: Instant,
+        now: Tick,
         max_lifetime: Duration,
     ) -> Option<S> {
         match grant {
@@ -273,7 +275,7 @@ impl<S: Aging> PoolState<S> {
             if let Some(server) = self.hand_to_waiter(idle.server) {
                 self.idle.push(Idle {
                     server,
-                    since: Instant::now(),
+                    since: Tick::now(),
                 });
                 break;
             }
@@ -318,7 +320,7 @@ impl<S: Aging> PoolState<S> {
     /// reach `min_idle` (their slots are counted as connecting already).
     pub(crate) fn maintain(
         &mut self,
-        now: Instant,
+        now: Tick,
         idle_timeout: Duration,
         max_lifetime: Duration,
         min_idle: usize,
@@ -351,7 +353,7 @@ impl<S: Aging> PoolState<S> {
     }
 
     /// A warm-up connection finished: park it as idle (or hand it out).
-    pub(crate) fn warmed(&mut self, server: S, now: Instant) {
+    pub(crate) fn warmed(&mut self, server: S, now: Tick) {
         self.connecting -= 1;
         if self.paused {
             self.idle.push(Idle { server, since: now });
@@ -390,12 +392,12 @@ mod tests {
     #[derive(Debug, PartialEq)]
     struct Fake {
         id: u32,
-        created: Instant,
+        created: Tick,
         generation: u64,
     }
 
     impl Aging for Fake {
-        fn created(&self) -> Instant {
+        fn created(&self) -> Tick {
             self.created
         }
         fn generation(&self) -> u64 {
@@ -406,7 +408,7 @@ mod tests {
     fn fake(id: u32) -> Fake {
         Fake {
             id,
-            created: Instant::now(),
+            created: Tick::now(),
             generation: 0,
         }
     }
@@ -415,7 +417,7 @@ mod tests {
 
     #[test]
     fn connects_up_to_size_then_queues() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut st = PoolState::<Fake>::new(2);
         assert!(matches!(st.checkout(now), Step::Connect));
         assert!(matches!(st.checkout(now), Step::Connect));
@@ -426,7 +428,7 @@ mod tests {
 
     #[test]
     fn released_server_goes_to_first_waiter_fifo() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut st = PoolState::<Fake>::new(1);
         assert!(matches!(st.checkout(now), Step::Connect));
         st.connected();
@@ -448,7 +450,7 @@ mod tests {
 
     #[test]
     fn abandoned_waiter_is_skipped() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut st = PoolState::<Fake>::new(1);
         let _ = st.checkout(now);
         st.connected();
@@ -463,7 +465,7 @@ mod tests {
 
     #[test]
     fn dirty_server_closes_and_frees_capacity_for_waiter() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut st = PoolState::<Fake>::new(1);
         let _ = st.checkout(now);
         st.connected();
@@ -478,7 +480,7 @@ mod tests {
 
     #[test]
     fn expired_or_stale_generation_server_is_closed_on_release() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut st = PoolState::<Fake>::new(2);
         let _ = st.checkout(now);
         st.connected();
@@ -496,7 +498,7 @@ mod tests {
 
     #[test]
     fn cancel_wait_and_return_grant_keep_counts_consistent() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut st = PoolState::<Fake>::new(1);
         let _ = st.checkout(now);
         st.connected();
@@ -514,7 +516,7 @@ mod tests {
 
     #[test]
     fn pause_holds_checkouts_until_resume() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut st = PoolState::<Fake>::new(2);
         let _ = st.checkout(now);
         st.connected();
@@ -530,7 +532,7 @@ mod tests {
 
     #[test]
     fn maintain_closes_idle_and_warms_min_idle() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut st = PoolState::<Fake>::new(3);
         let _ = st.checkout(now);
         st.connected();
@@ -551,7 +553,7 @@ mod tests {
 
     #[test]
     fn shrinking_closes_surplus_idle() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut st = PoolState::<Fake>::new(3);
         for i in 0..3 {
             let _ = st.checkout(now);
@@ -606,7 +608,7 @@ mod tests {
             /// servers than its size once surplus has drained.
             #[test]
             fn pool_state_machine_keeps_its_invariants(ops in proptest::collection::vec(op(), 1..200)) {
-                let now = Instant::now();
+                let now = Tick::now();
                 let mut st = PoolState::<Fake>::new(3);
                 let mut next_id = 0u32;
                 let mut held: Vec<Fake> = Vec::new();         // active, held by "clients"

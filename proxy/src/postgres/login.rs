@@ -417,7 +417,7 @@ pub(super) async fn learn_parameters(
     unknown: &[(String, String)],
     params: &mut ClientParams,
 ) -> Result<(), Rejected> {
-    let mut lease = match pg.pool.checkout(info.id, std::time::Instant::now()).await {
+    let mut lease = match pg.pool.checkout(info.id, crate::clock::Tick::now()).await {
         Ok(l) => l,
         Err(e) => {
             let (code, msg) = match &e {

@@ -11,12 +11,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use sqlmux_protocol::sql::Fingerprint;
 
 use super::client_messages::StmtInfo;
 use super::session::Session;
+use crate::clock::Tick;
 use crate::postgres::prepared::{self, Prepared};
 use crate::postgres::server::PgServer;
 use crate::postgres::tracker::{Local, Req};
@@ -129,7 +129,7 @@ impl Session {
 
     /// After an error: the server skips everything up to the next Sync.
     /// Returns the Execute the error answered, if any.
-    pub(crate) fn skip_to_sync(&mut self, srv: &mut PgServer) -> Option<(Fingerprint, Instant)> {
+    pub(crate) fn skip_to_sync(&mut self, srv: &mut PgServer) -> Option<(Fingerprint, Tick)> {
         let skipped = srv.q.skip_to_sync();
         for r in &skipped {
             self.forget_unanswered(srv, r);

@@ -9,12 +9,12 @@
 //! so the pump can hold the server and the session at once.
 
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use sqlmux_protocol::postgres::frame::{self, HEADER_LEN};
 
 use super::session::{PumpEnd, Session};
+use crate::clock::Tick;
 use crate::postgres::server::PgServer;
 use crate::postgres::tracker::Req;
 use crate::stats::Stat;
@@ -116,7 +116,7 @@ impl Session {
                 "the server closed the connection".into(),
             )),
             Poll::Ready(Ok(_)) => {
-                self.core.now = Instant::now();
+                self.core.now = Tick::now();
                 self.core.reply.heard();
                 progress = true;
                 Ok(progress)
@@ -143,7 +143,7 @@ impl Session {
         match self.client.poll_read_buf(cx, &mut self.cin) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Err(PumpEnd::ClientGone),
             Poll::Ready(Ok(n)) => {
-                self.core.now = Instant::now();
+                self.core.now = Tick::now();
                 self.core.counts.add(Stat::BytesReceived, n as u64);
                 Ok(true)
             }

@@ -21,7 +21,6 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use sqlmux_protocol::postgres::frame;
@@ -30,6 +29,7 @@ use sqlmux_protocol::sql::Analysis;
 
 use crate::Shared;
 use crate::client::{ClientInfo, Signals};
+use crate::clock::Tick;
 use crate::config::{DatabaseConfig, PoolMode};
 use crate::insight::LeakState;
 use crate::io::{self, Stream};
@@ -295,7 +295,7 @@ impl Session {
             match n {
                 Ok(0) | Err(_) => return Ok(false),
                 Ok(n) => {
-                    self.core.now = Instant::now();
+                    self.core.now = Tick::now();
                     self.core.counts.add(Stat::BytesReceived, n as u64);
                 }
             }
@@ -422,7 +422,7 @@ impl Session {
     /// The leak timer fired: the client holds a transaction and is idle.
     async fn on_leak_idle(&mut self) {
         let insight = self.core.shared.insight.clone();
-        let now = Instant::now();
+        let now = Tick::now();
         let idle = self.core.leak.report(&insight, &self.core.info, now);
         if self.core.leak.action == crate::config::LeakAction::Warn {
             return;
@@ -435,7 +435,7 @@ impl Session {
         self.core.leak.end(&insight, LeakState::RolledBack);
         self.pending_sets.clear();
         self.rollback_seen = false;
-        self.core.now = Instant::now();
+        self.core.now = Tick::now();
         self.release();
         self.core.leak.rolled_back_after = Some(idle);
     }

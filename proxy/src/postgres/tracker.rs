@@ -18,9 +18,10 @@
 //!   dropped, and new ones are not queued until the copy ends.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use sqlmux_protocol::sql::Fingerprint;
+
+use crate::clock::Tick;
 
 /// Requests sqlmux sends on its own behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +71,7 @@ pub enum Req {
         /// Statement fingerprint.
         fp: Fingerprint,
         /// When it was forwarded.
-        sent: Instant,
+        sent: Tick,
         /// Rows reported by CommandComplete tags so far.
         rows: u64,
         /// Whether an ErrorResponse was seen.
@@ -97,7 +98,7 @@ pub enum Req {
         /// Fingerprint of the statement behind the portal.
         fp: Fingerprint,
         /// When it was forwarded.
-        sent: Instant,
+        sent: Tick,
     },
     /// Close; `synthetic` when sqlmux injected it.
     Close {
@@ -236,7 +237,7 @@ mod tests {
 
     #[test]
     fn error_skips_to_sync() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut t = Tracker::default();
         t.push(Req::Parse {
             synthetic: false,
@@ -264,7 +265,7 @@ mod tests {
 
     #[test]
     fn extended_copy_in_drops_queued_syncs() {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut t = Tracker::default();
         t.push(Req::Execute {
             fp: Fingerprint(1),

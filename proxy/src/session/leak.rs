@@ -10,11 +10,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlmux_protocol::sql::Fingerprint;
 
 use crate::client::ClientInfo;
+use crate::clock::Tick;
 use crate::config::LeakAction;
 use crate::insight::{Insight, LeakId, LeakState};
 
@@ -22,9 +23,9 @@ use crate::insight::{Insight, LeakId, LeakState};
 #[derive(Debug)]
 pub struct LeakWatch {
     /// When the current transaction began (first message of the lease).
-    xact_started: Option<Instant>,
+    xact_started: Option<Tick>,
     /// When the client last sent something or a response completed.
-    idle_since: Option<Instant>,
+    idle_since: Option<Tick>,
     armed: bool,
     open: Option<LeakId>,
     /// Last statement run in the transaction.
@@ -56,7 +57,7 @@ impl LeakWatch {
     }
 
     /// A lease (and so a transaction) begins.
-    pub fn begin(&mut self, now: Instant) {
+    pub fn begin(&mut self, now: Tick) {
         self.xact_started = Some(now);
         self.idle_since = None;
         self.armed = false;
@@ -64,7 +65,7 @@ impl LeakWatch {
     }
 
     /// A response completed or the client sent something: idle from now.
-    pub fn touch(&mut self, now: Instant) {
+    pub fn touch(&mut self, now: Tick) {
         self.idle_since = Some(now);
     }
 
@@ -74,7 +75,7 @@ impl LeakWatch {
     }
 
     /// The transaction went idle: start (or keep) the timer.
-    pub fn arm(&mut self, now: Instant) {
+    pub fn arm(&mut self, now: Tick) {
         self.idle_since = Some(now);
         if self.armed {
             return;
@@ -115,7 +116,7 @@ impl LeakWatch {
                 self.armed = false;
                 return Poll::Pending;
             }
-            let now = Instant::now();
+            let now = Tick::now();
             let due = self.idle_since.unwrap_or(now) + self.idle;
             if now >= due {
                 return Poll::Ready(());
@@ -128,7 +129,7 @@ impl LeakWatch {
 
     /// The timer fired: report the leak (once per transaction). Returns how
     /// long the transaction has been idle.
-    pub fn report(&mut self, insight: &Insight, client: &ClientInfo, now: Instant) -> Duration {
+    pub fn report(&mut self, insight: &Insight, client: &ClientInfo, now: Tick) -> Duration {
         self.armed = false;
         let idle_since = self.idle_since.unwrap_or(now);
         if self.open.is_none() {
@@ -157,7 +158,7 @@ impl LeakWatch {
 
     /// The client disconnected inside its transaction: recorded as
     /// abandoned (closing an open report, or as a new closed one).
-    pub fn abandoned(&mut self, insight: &Insight, client: &ClientInfo, now: Instant) {
+    pub fn abandoned(&mut self, insight: &Insight, client: &ClientInfo, now: Tick) {
         match self.open.take() {
             Some(id) => insight.leak_close(id, LeakState::Abandoned),
             None => {

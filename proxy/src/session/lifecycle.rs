@@ -13,7 +13,6 @@
 //! [`Core::transaction_held`] when pins keep the lease).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use sqlmux_protocol::sql::Fingerprint;
 
@@ -23,10 +22,11 @@ use super::refusal::Refusal;
 use super::reply::ReplyWatch;
 use crate::Shared;
 use crate::client::{ClientInfo, ClientState, Signals};
+use crate::clock::Tick;
 use crate::config::{DatabaseConfig, PoolMode};
 use crate::insight::SessionInsight;
 use crate::pool::registry::PoolEntry;
-use crate::pool::{CheckoutError, Lease, Pool, PooledServer, unix_us_at};
+use crate::pool::{CheckoutError, Lease, Pool, PooledServer};
 use crate::stats::{LocalCounts, Stat};
 
 /// Finds the pool that replaced a retired one (RELOAD changed the
@@ -55,14 +55,14 @@ pub struct Core<S: PooledServer> {
     /// Counters not yet added to the pool's.
     pub counts: LocalCounts,
     /// Time of the last read from either side.
-    pub now: Instant,
+    pub now: Tick,
     /// When the current lease (or held transaction) started.
-    pub lease_started: Instant,
+    pub lease_started: Tick,
     /// When the current query batch started.
-    pub query_started: Option<Instant>,
+    pub query_started: Option<Tick>,
     /// When the last statement finished (the next one's latency starts no
     /// earlier: pipelined statements are timed back to back).
-    pub last_done: Instant,
+    pub last_done: Tick,
     /// Insight recording on (read once per transaction).
     pub insight_on: bool,
     /// The current lease's checkout wait, recorded with its first
@@ -89,7 +89,7 @@ impl<S: PooledServer> Core<S> {
     ) -> Core<S> {
         let (idle, action) = shared.insight.leak_settings();
         let cfg = pool.config();
-        let now = Instant::now();
+        let now = Tick::now();
         let pins = Pins::new(cfg.mode == PoolMode::Session, cfg.on_session_state);
         info.set_pin(pins.reason());
         Core {
@@ -122,18 +122,18 @@ impl<S: PooledServer> Core<S> {
         let t0 = self.now;
         self.insight_on = self.shared.insight.enabled();
         (self.leak.idle, self.leak.action) = self.shared.insight.leak_settings();
-        self.info.set_state(ClientState::Waiting, unix_us_at(t0));
+        self.info.set_state(ClientState::Waiting, t0.unix_us());
         let lease = match self.pool.try_checkout(self.info.id, t0) {
             Some(l) => l,
             None => self.wait_for_server(t0).await?,
         };
         let now = lease.checked_out_at();
-        let wait_us = now.duration_since(t0).as_micros() as u64;
+        let wait_us = now.micros_since(t0);
         self.counts.add(Stat::WaitTimeUs, wait_us);
         self.counts.add(Stat::ServerAssignments, 1);
         self.wait_us = wait_us;
         self.info.set_link(lease.server_ref().info().id);
-        self.info.set_state(ClientState::Active, unix_us_at(now));
+        self.info.set_state(ClientState::Active, now.unix_us());
         self.lease = Some(lease);
         self.lease_started = now;
         self.now = now;
@@ -144,7 +144,7 @@ impl<S: PooledServer> Core<S> {
 
     /// The slow path: queued or connecting. Boxed, so the future of an
     /// idle session stays small.
-    async fn wait_for_server(&mut self, t0: Instant) -> Result<Lease<S>, Refusal> {
+    async fn wait_for_server(&mut self, t0: Tick) -> Result<Lease<S>, Refusal> {
         let pool = self.pool.clone();
         let slow = Box::pin(pool.checkout(self.info.id, t0));
         tokio::select! {
@@ -189,7 +189,7 @@ impl<S: PooledServer> Core<S> {
         self.count_transaction();
         drop(lease);
         self.info.set_link(0);
-        self.info.set_state(ClientState::Idle, unix_us_at(self.now));
+        self.info.set_state(ClientState::Idle, self.now.unix_us());
         self.flush_counts();
     }
 
@@ -202,10 +202,7 @@ impl<S: PooledServer> Core<S> {
     }
 
     fn count_transaction(&mut self) {
-        let xact_us = self
-            .now
-            .saturating_duration_since(self.lease_started)
-            .as_micros() as u64;
+        let xact_us = self.now.micros_since(self.lease_started);
         self.counts.add(Stat::XactTimeUs, xact_us);
         self.counts.add(Stat::Xacts, 1);
         let wait_us = std::mem::replace(&mut self.wait_us, NO_WAIT);
@@ -227,7 +224,7 @@ impl<S: PooledServer> Core<S> {
 
     /// A statement starts executing now: the N+1 detector sees it and the
     /// leak report will name it.
-    pub fn observe(&mut self, fp: Fingerprint, txn_control: bool, now: Instant) {
+    pub fn observe(&mut self, fp: Fingerprint, txn_control: bool, now: Tick) {
         self.leak.last_fp = Some(fp);
         if self.insight_on {
             let insight = &self.shared.insight;
@@ -241,15 +238,15 @@ impl<S: PooledServer> Core<S> {
     pub fn record_statement(
         &mut self,
         fp: Fingerprint,
-        sent: Instant,
+        sent: Tick,
         rows: u64,
         error: bool,
-        now: Instant,
+        now: Tick,
     ) {
         let start = sent.max(self.last_done);
         self.last_done = now;
         if self.insight_on {
-            let us = now.saturating_duration_since(start).as_micros() as u64;
+            let us = now.micros_since(start);
             self.shared
                 .insight
                 .record(self.entry.tag, fp, us, rows, error);
@@ -258,10 +255,10 @@ impl<S: PooledServer> Core<S> {
 
     /// A query batch was answered (PostgreSQL ReadyForQuery, a complete
     /// MySQL response): counted, and the transaction is idle from now.
-    pub fn finish_query(&mut self, now: Instant, more_pending: bool) {
+    pub fn finish_query(&mut self, now: Tick, more_pending: bool) {
         self.counts.add(Stat::Queries, 1);
         if let Some(t) = self.query_started {
-            let us = now.saturating_duration_since(t).as_micros() as u64;
+            let us = now.micros_since(t);
             self.counts.add(Stat::QueryTimeUs, us);
         }
         self.query_started = (more_pending).then_some(now);

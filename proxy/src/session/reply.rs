@@ -10,13 +10,15 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Tick;
 
 /// The silence timer of one session's lent server.
 #[derive(Debug, Default)]
 pub struct ReplyWatch {
     /// Since when the server has owed a reply without sending a byte.
-    since: Option<Instant>,
+    since: Option<Tick>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -34,7 +36,7 @@ impl ReplyWatch {
             self.since = None;
             return Poll::Pending;
         }
-        let Some(due) = self.check(true, limit, Instant::now()) else {
+        let Some(due) = self.check(true, limit, Tick::now()) else {
             return Poll::Ready(());
         };
         let sleep = self
@@ -52,7 +54,7 @@ impl ReplyWatch {
 
     /// The clock side of [`ReplyWatch::poll_due`]: `None` when the limit
     /// has passed at `now` (the watch starts over), else when it will.
-    fn check(&mut self, owed: bool, limit: Duration, now: Instant) -> Option<Instant> {
+    fn check(&mut self, owed: bool, limit: Duration, now: Tick) -> Option<Tick> {
         if limit.is_zero() || !owed {
             self.since = None;
             return Some(now + Duration::from_secs(3600));
@@ -73,7 +75,7 @@ mod tests {
     #[test]
     fn fires_only_after_the_limit_of_silence_while_a_reply_is_owed() {
         let limit = Duration::from_secs(2);
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut w = ReplyWatch::default();
         assert_eq!(w.check(true, limit, at(0)), Some(at(2000)));
@@ -89,7 +91,7 @@ mod tests {
 
     #[test]
     fn never_fires_without_a_limit_or_while_nothing_is_owed() {
-        let t0 = Instant::now();
+        let t0 = Tick::now();
         let mut w = ReplyWatch::default();
         for s in 0..10 {
             let now = t0 + Duration::from_secs(s);

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use sqlmux_protocol::postgres::frame;
 use sqlmux_protocol::postgres::message::{self, Severity};
-use sqlmux_protocol::sql::Analysis;
 
 use crate::Shared;
 use crate::client::{ClientInfo, Signals};
@@ -38,7 +37,7 @@ use crate::pool::registry::PoolEntry;
 use crate::postgres::params::{self, ClientParams};
 use crate::postgres::prepared::ClientStatements;
 use crate::postgres::server::PgServer;
-use crate::postgres::session_state::PendingSet;
+use crate::postgres::session_state::{Memo, PendingSet};
 use crate::postgres::tracker::{Injected, Req};
 use crate::session::lifecycle::Rebound;
 use crate::session::{Core, Refusal};
@@ -92,12 +91,8 @@ pub(crate) struct Session {
     /// Statements to send right behind the client's RESET ALL / DISCARD
     /// ALL that return the server to the client's startup values.
     pub(crate) restore_after: Option<String>,
-    /// Recent analyses by hash of the raw statement text.
-    pub(crate) analyses: [(u64, Analysis); 4],
-    pub(crate) analyses_next: usize,
-    /// Fingerprints whose text this session noted recently.
-    pub(crate) noted: [sqlmux_protocol::sql::Fingerprint; 4],
-    pub(crate) noted_next: usize,
+    /// Recent statement analyses (at the first statement).
+    pub(crate) memo: Option<Box<Memo>>,
 }
 
 impl Drop for Session {
@@ -156,10 +151,7 @@ impl Session {
             max_prepared: cfg.max_prepared_statements,
             skip_until_sync: false,
             restore_after: None,
-            analyses: [(u64::MAX, Analysis::default()); 4],
-            analyses_next: 0,
-            noted: [sqlmux_protocol::sql::Fingerprint(u64::MAX); 4],
-            noted_next: 0,
+            memo: None,
         }
     }
 

@@ -7,7 +7,7 @@
 //! core ([`crate::session::pins`]).
 
 use sqlmux_protocol::postgres::message;
-use sqlmux_protocol::sql::{self, Analysis, Dialect, Effects, Normalizer};
+use sqlmux_protocol::sql::{self, Analysis, Dialect, Effects, Fingerprint, Normalizer};
 
 use super::session::Session;
 use crate::postgres::params::{self, ClientParams};
@@ -73,6 +73,31 @@ fn unpin_bits(a: &Analysis) -> PinBits {
         .fold(0, |bits, (_, b)| bits | b)
 }
 
+/// What a session remembers of the statement texts it sent recently.
+/// Allocated at the first statement: a client that only logs in and waits
+/// does not pay for it, and the session stays small enough for the
+/// allocator's fast path.
+#[derive(Debug)]
+pub(crate) struct Memo {
+    /// Recent analyses by hash of the raw statement text.
+    analyses: [(u64, Analysis); 4],
+    analyses_next: usize,
+    /// Fingerprints whose text this session noted recently.
+    noted: [Fingerprint; 4],
+    noted_next: usize,
+}
+
+impl Default for Memo {
+    fn default() -> Memo {
+        Memo {
+            analyses: [(u64::MAX, Analysis::default()); 4],
+            analyses_next: 0,
+            noted: [Fingerprint(u64::MAX); 4],
+            noted_next: 0,
+        }
+    }
+}
+
 impl Session {
     /// Normalizes a statement (for its fingerprint and effects).
     pub(crate) fn analyze(&mut self, sql: &[u8]) -> Analysis {
@@ -83,7 +108,8 @@ impl Session {
         // once insight is turned on.
         let note = self.core.insight_on;
         let key = xxhash_rust::xxh3::xxh3_64_with_seed(sql, u64::from(note));
-        if let Some((_, a)) = self.analyses.iter().find(|(k, _)| *k == key) {
+        let memo = self.memo.get_or_insert_with(Box::default);
+        if let Some((_, a)) = memo.analyses.iter().find(|(k, _)| *k == key) {
             return *a;
         }
         let a = if !note && !sql::may_have_effects(sql) {
@@ -95,8 +121,9 @@ impl Session {
         } else {
             self.normalize(sql, note)
         };
-        self.analyses[self.analyses_next % self.analyses.len()] = (key, a);
-        self.analyses_next = self.analyses_next.wrapping_add(1);
+        let memo = self.memo.get_or_insert_with(Box::default);
+        memo.analyses[memo.analyses_next % memo.analyses.len()] = (key, a);
+        memo.analyses_next = memo.analyses_next.wrapping_add(1);
         a
     }
 
@@ -105,7 +132,8 @@ impl Session {
         // Texts are shared across threads; a small per-session memory of
         // what was already noted keeps the hot path off that lock.
         let insight = &self.core.shared.insight;
-        let noted = &self.noted;
+        let memo = self.memo.get_or_insert_with(Box::default);
+        let noted = &memo.noted;
         let a = NORMALIZER.with(|n| {
             let mut n = n.borrow_mut();
             let a = n.analyze(sql, Dialect::Postgres);
@@ -114,9 +142,9 @@ impl Session {
             }
             a
         });
-        if note && !self.noted.contains(&a.fingerprint) {
-            self.noted[self.noted_next % self.noted.len()] = a.fingerprint;
-            self.noted_next = self.noted_next.wrapping_add(1);
+        if note && !memo.noted.contains(&a.fingerprint) {
+            memo.noted[memo.noted_next % memo.noted.len()] = a.fingerprint;
+            memo.noted_next = memo.noted_next.wrapping_add(1);
         }
         a
     }

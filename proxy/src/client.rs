@@ -6,6 +6,7 @@
 //! is touched only when a client connects or disconnects.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -301,8 +302,42 @@ pub struct ClientRegistry {
 
 #[derive(Debug, Default)]
 struct RegistryInner {
-    by_id: HashMap<u64, Arc<ClientInfo>>,
-    by_key: HashMap<(i32, i32), u64>,
+    by_id: IdMap<u64, Arc<ClientInfo>>,
+    by_key: IdMap<(i32, i32), u64>,
+}
+
+/// A map keyed by values sqlmux chose itself (sequential client ids,
+/// random cancel keys), which nobody can pick to collide: one multiply per
+/// word instead of SipHash, which only keys a peer chooses need.
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// The multiply-rotate hash of [`IdMap`] keys.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl IdHasher {
+    /// An odd constant with well-spread bits (2^64 / golden ratio).
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(Self::K);
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(u64::from(n as u32));
+    }
 }
 
 impl ClientRegistry {
@@ -384,6 +419,24 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_maps_find_what_they_hold() {
+        let mut m: IdMap<(i32, i32), u64> = IdMap::default();
+        for i in 0..10_000i32 {
+            m.insert((i, -i), i as u64);
+        }
+        assert!((0..10_000i32).all(|i| m.get(&(i, -i)) == Some(&(i as u64))));
+        assert_eq!(m.get(&(1, 1)), None);
+        let hash = |n: u64| {
+            let mut h = IdHasher::default();
+            h.write_u64(n);
+            h.finish()
+        };
+        // Sequential ids spread over the top bits (hashbrown's tags).
+        let tags: std::collections::HashSet<u64> = (0..1_000).map(|n| hash(n) >> 57).collect();
+        assert!(tags.len() > 100, "{} distinct tags", tags.len());
+    }
 
     #[tokio::test]
     async fn signals_wake_a_waiting_task_and_report_only_their_mask() {

@@ -133,7 +133,20 @@ pub struct ClientParams {
     pub digest: u64,
     /// What the client asked for in its startup packet: the values RESET
     /// ALL and DISCARD ALL return to, as on a direct connection.
-    startup: Option<Box<(ParamMap, ParamMap)>>,
+    startup: StartupValues,
+}
+
+/// Where a client's startup values are. Most clients never change what
+/// they logged in with, so the copy is made only at the first change.
+#[derive(Debug, Clone, Default)]
+enum StartupValues {
+    /// The startup packet set nothing (or nothing was remembered yet).
+    #[default]
+    None,
+    /// `reported` and `settings` still hold exactly the startup values.
+    Current,
+    /// A copy, taken before the first change.
+    Saved(Box<(ParamMap, ParamMap)>),
 }
 
 impl ClientParams {
@@ -151,15 +164,38 @@ impl ClientParams {
 
     /// Records a wanted reported value.
     pub fn want(&mut self, name: &str, value: &str) {
-        if self.reported.set(name, value) {
-            self.changed();
+        if self.reported.get(name) == Some(value) {
+            return;
         }
+        self.save_startup();
+        self.reported.set(name, value);
+        self.changed();
     }
 
     /// Records an unreported setting and the statement that applies it.
     pub fn set_setting(&mut self, name: &str, statement: &str) {
-        if self.settings.set(name, statement) {
-            self.changed();
+        if self.settings.get(name) == Some(statement) {
+            return;
+        }
+        self.save_startup();
+        self.settings.set(name, statement);
+        self.changed();
+    }
+
+    /// The startup values (reported, settings), if the packet set any.
+    fn startup(&self) -> Option<(&ParamMap, &ParamMap)> {
+        match &self.startup {
+            StartupValues::None => None,
+            StartupValues::Current => Some((&self.reported, &self.settings)),
+            StartupValues::Saved(s) => Some((&s.0, &s.1)),
+        }
+    }
+
+    /// Copies the startup values aside before the maps first change.
+    fn save_startup(&mut self) {
+        if let StartupValues::Current = self.startup {
+            let copy = (self.reported.clone(), self.settings.clone());
+            self.startup = StartupValues::Saved(Box::new(copy));
         }
     }
 
@@ -167,10 +203,10 @@ impl ClientParams {
     /// to the server default when the startup packet did not set it.
     pub fn reset_setting(&mut self, name: &str) {
         let startup = self
-            .startup
-            .as_deref()
+            .startup()
             .and_then(|(_, settings)| settings.get_ignore_case(name))
             .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        self.save_startup();
         let changed = match startup {
             Some((k, v)) => {
                 let removed = self.settings.remove_ignore_case(name);
@@ -185,16 +221,27 @@ impl ClientParams {
 
     /// Remembers the current state as the one the client logged in with.
     pub fn remember_startup(&mut self) {
-        self.startup = (!self.reported.is_empty() || !self.settings.is_empty())
-            .then(|| Box::new((self.reported.clone(), self.settings.clone())));
+        self.startup = if self.reported.is_empty() && self.settings.is_empty() {
+            StartupValues::None
+        } else {
+            StartupValues::Current
+        };
     }
 
     /// RESET ALL / DISCARD ALL: back to the session defaults, which are the
     /// server defaults overridden by what the startup packet asked for.
     pub fn reset_all(&mut self) {
-        let (reported, settings) = match &self.startup {
-            Some(s) => (s.0.clone(), s.1.clone()),
-            None => Default::default(),
+        let (reported, settings) = match std::mem::take(&mut self.startup) {
+            StartupValues::Current => {
+                // Nothing changed since login.
+                self.startup = StartupValues::Current;
+                return;
+            }
+            StartupValues::Saved(s) => {
+                self.startup = StartupValues::Current;
+                *s
+            }
+            StartupValues::None => Default::default(),
         };
         if self.reported != reported || self.settings != settings {
             self.reported = reported;
@@ -208,7 +255,7 @@ impl ClientParams {
     /// `only` (a server returns to *its* startup values, not the
     /// client's). None when the startup packet set none of them.
     pub fn restore_sql(&self, only: Option<&str>) -> Option<String> {
-        let (reported, settings) = self.startup.as_deref()?;
+        let (reported, settings) = self.startup()?;
         let wanted = |name: &str| only.is_none_or(|o| o.eq_ignore_ascii_case(name));
         let mut set_config = String::new();
         for (name, value) in reported.iter().filter(|(n, _)| wanted(n)) {
@@ -228,13 +275,11 @@ impl ClientParams {
     }
 }
 
+/// One (kind, name, value) entry of the digest: the name's hash seeds the
+/// value's, so the pair hashes as a unit without a buffer.
 fn pair_hash(kind: u8, k: &str, v: &str) -> u64 {
-    let mut buf = Vec::with_capacity(k.len() + v.len() + 2);
-    buf.push(kind);
-    buf.extend_from_slice(k.as_bytes());
-    buf.push(0);
-    buf.extend_from_slice(v.as_bytes());
-    xxhash_rust::xxh3::xxh3_64(&buf)
+    let name = xxhash_rust::xxh3::xxh3_64_with_seed(k.as_bytes(), u64::from(kind));
+    xxhash_rust::xxh3::xxh3_64_with_seed(v.as_bytes(), name)
 }
 
 /// Quotes `s` as an SQL string literal.
@@ -440,6 +485,16 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("SET work_mem TO '8MB'; "), "{sql}");
+        // A second round of changes returns to the same values.
+        let digest = c.digest;
+        c.want("application_name", "again");
+        c.set_setting("work_mem", "SET work_mem TO '2MB'");
+        assert_ne!(c.digest, digest);
+        c.reset_all();
+        assert_eq!(c.reported.get("application_name"), Some("app"));
+        assert_eq!(c.settings.get("work_mem"), Some("SET work_mem TO '8MB'"));
+        assert_eq!(c.digest, digest);
+        assert_eq!(c.restore_sql(None).as_deref(), Some(sql.as_str()));
     }
 
     #[test]

@@ -70,10 +70,7 @@ impl Add<Duration> for Tick {
     type Output = Tick;
 
     fn add(self, d: Duration) -> Tick {
-        Tick(
-            self.0
-                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
-        )
+        Tick(self.0.saturating_add(nanos(d)))
     }
 }
 
@@ -81,11 +78,13 @@ impl Sub<Duration> for Tick {
     type Output = Tick;
 
     fn sub(self, d: Duration) -> Tick {
-        Tick(
-            self.0
-                .saturating_sub(d.as_nanos().min(u64::MAX as u128) as u64),
-        )
+        Tick(self.0.saturating_sub(nanos(d)))
     }
+}
+
+/// A duration in whole nanoseconds, saturating (585 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl From<Tick> for tokio::time::Instant {

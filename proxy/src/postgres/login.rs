@@ -4,6 +4,7 @@
 //! per pool and value, then cached), ending with BackendKeyData and
 //! ReadyForQuery.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -310,14 +311,16 @@ pub(super) async fn login(
         for (k, v) in &requested {
             if k.eq_ignore_ascii_case("application_name") {
                 params.want("application_name", &truncate_name(v));
-            } else if let Some((name, value)) = cache.get(&(k.to_ascii_lowercase(), v.clone())) {
+            } else if let Some((name, value)) =
+                cache.get(&(k.to_ascii_lowercase(), (*v).to_owned()))
+            {
                 if name.is_empty() {
                     params.set_setting(&k.to_ascii_lowercase(), &set_config_sql(k, v));
                 } else {
                     params.want(name, value);
                 }
             } else {
-                unknown.push((k.clone(), v.clone()));
+                unknown.push((k.to_string(), (*v).to_owned()));
             }
         }
     }
@@ -361,6 +364,10 @@ pub(super) async fn login(
 
 /// application_name as the server will report it (63 bytes, ASCII only).
 pub(super) fn truncate_name(v: &str) -> String {
+    let printable = |b: &u8| (b' '..=b'~').contains(b);
+    if v.len() <= 63 && v.as_bytes().iter().all(printable) {
+        return v.to_owned();
+    }
     let mut s: String = v
         .chars()
         .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
@@ -371,7 +378,7 @@ pub(super) fn truncate_name(v: &str) -> String {
 
 /// Parameters from the startup packet that set session state, including
 /// `-c name=value` and `--name=value` from `options`.
-pub(super) fn startup_settings(startup: &Startup) -> Vec<(String, String)> {
+pub(super) fn startup_settings(startup: &Startup) -> Vec<(Cow<'_, str>, &str)> {
     let mut out = Vec::new();
     for (k, v) in &startup.params {
         match k.as_str() {
@@ -387,12 +394,12 @@ pub(super) fn startup_settings(startup: &Startup) -> Vec<(String, String)> {
                         w.strip_prefix("--")
                     };
                     if let Some((name, value)) = kv.and_then(|kv| kv.split_once('=')) {
-                        out.push((name.replace('-', "_"), value.to_owned()));
+                        out.push((Cow::Owned(name.replace('-', "_")), value));
                     }
                 }
             }
             k if k.starts_with("_pq_.") => {}
-            _ => out.push((k.clone(), v.clone())),
+            _ => out.push((Cow::Borrowed(k.as_str()), v.as_str())),
         }
     }
     out
@@ -493,4 +500,51 @@ pub(super) async fn learn_parameters(
     let _ = server.info();
     drop(lease);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_names_are_reported_as_the_server_would() {
+        assert_eq!(truncate_name("pgbench"), "pgbench");
+        assert_eq!(truncate_name("naïve app"), "na?ve app");
+        let long = "x".repeat(70);
+        assert_eq!(truncate_name(&long), "x".repeat(63));
+        assert_eq!(truncate_name("tab\there"), "tab?here");
+    }
+
+    #[test]
+    fn startup_settings_take_parameters_and_options() {
+        let param = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let startup = Startup {
+            version: 3 << 16,
+            params: vec![
+                param("user", "app"),
+                param("database", "db"),
+                param("application_name", "web"),
+                param(
+                    "options",
+                    "-c search-path=x --work_mem=8MB -cstatement_timeout=5",
+                ),
+                param("_pq_.compression", "on"),
+                param("TimeZone", "UTC"),
+            ],
+        };
+        let got: Vec<(String, String)> = startup_settings(&startup)
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                param("application_name", "web"),
+                param("search_path", "x"),
+                param("work_mem", "8MB"),
+                param("statement_timeout", "5"),
+                param("TimeZone", "UTC"),
+            ]
+        );
+    }
 }

@@ -47,13 +47,6 @@ impl Tick {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
-    /// The time from `earlier` to `self`, zero if `earlier` is later (as
-    /// `Instant::duration_since` has done since Rust 1.60).
-    #[inline]
-    pub fn duration_since(self, earlier: Tick) -> Duration {
-        self.saturating_duration_since(earlier)
-    }
-
     /// The time since `self`.
     pub fn elapsed(self) -> Duration {
         Tick::now().saturating_duration_since(self)
@@ -113,10 +106,7 @@ fn anchor() -> &'static Anchor {
     ANCHOR.get_or_init(|| Anchor {
         tick: Tick::now(),
         instant: tokio::time::Instant::now(),
-        unix_us: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0),
+        unix_us: crate::pool::unix_us(SystemTime::now()),
     })
 }
 
@@ -130,7 +120,10 @@ mod tests {
         let t1 = t0 + Duration::from_micros(1_500);
         assert_eq!(t1.micros_since(t0), 1_500);
         assert_eq!(t0.micros_since(t1), 0);
-        assert_eq!(t1.duration_since(t0), Duration::from_micros(1_500));
+        assert_eq!(
+            t1.saturating_duration_since(t0),
+            Duration::from_micros(1_500)
+        );
         assert_eq!(t0.saturating_duration_since(t1), Duration::ZERO);
         assert_eq!(t1 - Duration::from_micros(1_500), t0);
         assert!(t1 > t0 && t0.max(t1) == t1);
@@ -141,7 +134,7 @@ mod tests {
         let (i0, t0) = (std::time::Instant::now(), Tick::now());
         std::thread::sleep(Duration::from_millis(20));
         let (t1, i1) = (Tick::now(), std::time::Instant::now());
-        let ticked = t1.duration_since(t0);
+        let ticked = t1.saturating_duration_since(t0);
         assert!(ticked >= Duration::from_millis(20));
         assert!(ticked <= i1.duration_since(i0));
     }

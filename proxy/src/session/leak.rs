@@ -132,19 +132,20 @@ impl LeakWatch {
     pub fn report(&mut self, insight: &Insight, client: &ClientInfo, now: Tick) -> Duration {
         self.armed = false;
         let idle_since = self.idle_since.unwrap_or(now);
+        let idle = now.saturating_duration_since(idle_since);
         if self.open.is_none() {
             let started = self.xact_started.unwrap_or(idle_since);
             tracing::warn!(
                 client.addr = %client.addr,
                 database = %client.database(),
                 user = %client.user(),
-                idle_s = now.duration_since(idle_since).as_secs_f64(),
+                idle_s = idle.as_secs_f64(),
                 action = self.action.as_str(),
                 "transaction left open and idle"
             );
             self.open = Some(insight.leak_open(client, started, idle_since, self.last_fp));
         }
-        now.saturating_duration_since(idle_since)
+        idle
     }
 
     /// The transaction ended: an open report closes with `state`.

@@ -71,6 +71,7 @@ pub use latency::{Buckets, LATENCY_BOUNDS_US, LATENCY_BUCKETS, PoolLatency, Stat
 pub use leaks::{LeakId, LeakRow, LeakState};
 pub use nplusone::{NPlusOneEvent, SessionInsight};
 pub use statements::{HISTOGRAM_MAX_US, HistogramBucket, StatementRow};
+pub use texts::RecentlyNoted;
 
 use crate::client::ClientInfo;
 use crate::clock::Tick;

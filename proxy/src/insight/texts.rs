@@ -20,6 +20,41 @@ use sqlmux_protocol::sql::{Fingerprint, MAX_TEXT};
 use super::hash::Seeded;
 use super::{Padded, read, write};
 
+/// The last few fingerprints one session handed to [`TextMap::note`]: a
+/// session that runs the same statements again skips the shared map.
+#[derive(Debug, Clone)]
+pub struct RecentlyNoted {
+    fps: [Fingerprint; 4],
+    next: usize,
+}
+
+impl Default for RecentlyNoted {
+    fn default() -> RecentlyNoted {
+        RecentlyNoted {
+            fps: [Fingerprint(u64::MAX); 4],
+            next: 0,
+        }
+    }
+}
+
+impl RecentlyNoted {
+    /// True when `fp` was noted recently.
+    pub fn contains(&self, fp: Fingerprint) -> bool {
+        self.fps.contains(&fp)
+    }
+
+    /// Remembers `fp`; true when it was not already remembered (its text
+    /// should then be noted).
+    pub fn note(&mut self, fp: Fingerprint) -> bool {
+        if self.contains(fp) {
+            return false;
+        }
+        self.fps[self.next % self.fps.len()] = fp;
+        self.next = self.next.wrapping_add(1);
+        true
+    }
+}
+
 const TEXT_SHARDS: usize = 16;
 const MIN_BUDGET: usize = 64;
 
@@ -99,6 +134,18 @@ impl TextMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recently_noted_keeps_the_last_four() {
+        let mut r = RecentlyNoted::default();
+        assert!(r.note(Fingerprint(1)));
+        assert!(!r.note(Fingerprint(1)));
+        for fp in 2..=5 {
+            assert!(r.note(Fingerprint(fp)));
+        }
+        assert!(!r.contains(Fingerprint(1)), "the oldest is forgotten");
+        assert!((2..=5).all(|fp| r.contains(Fingerprint(fp))));
+    }
 
     #[test]
     fn first_text_wins() {

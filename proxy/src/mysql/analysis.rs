@@ -4,7 +4,7 @@
 use sqlmux_protocol::sql::{Dialect, Effects, Fingerprint, Kind, Normalizer};
 
 use super::session_state::{pin_bits, unlocks_tables};
-use crate::insight::Insight;
+use crate::insight::{Insight, RecentlyNoted};
 use crate::session::pins::PinBits;
 
 thread_local! {
@@ -30,13 +30,13 @@ pub struct Statement {
 /// Analyzes `sql`. With `insight`, the normalized text is handed to it
 /// unless its fingerprint is in `noted` (what this session already
 /// reported, which keeps the shared text table off the hot path).
-pub fn analyze(sql: &[u8], insight: Option<&Insight>, noted: &[Fingerprint]) -> Statement {
+pub fn analyze(sql: &[u8], insight: Option<&Insight>, noted: &RecentlyNoted) -> Statement {
     NORMALIZER.with(|n| {
         let mut n = n.borrow_mut();
         let a = n.analyze(sql, Dialect::MySql);
         let text = n.text();
         if let Some(insight) = insight
-            && !noted.contains(&a.fingerprint)
+            && !noted.contains(a.fingerprint)
         {
             insight.note_text(a.fingerprint, text);
         }

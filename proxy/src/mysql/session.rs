@@ -16,7 +16,6 @@ use sqlmux_protocol::mysql::command::Command;
 use sqlmux_protocol::mysql::packet;
 use sqlmux_protocol::mysql::response_state::{Completion, ResponseTracker};
 use sqlmux_protocol::mysql::status::{SERVER_STATUS_AUTOCOMMIT, ServerStatus};
-use sqlmux_protocol::sql::Fingerprint;
 
 use super::analysis::{self, Statement};
 use super::commands::{self, Action, LastValue};
@@ -30,7 +29,7 @@ use super::session_state::SessionVars;
 use super::statements::{Outgoing, Unbound};
 use crate::client::Signals;
 use crate::clock::Tick;
-use crate::insight::LeakState;
+use crate::insight::{LeakState, RecentlyNoted};
 use crate::session::pins::{PIN_OTHER, PIN_TABLE_LOCK, PinBits};
 use crate::session::{Core, Refusal};
 use crate::stats::Stat;
@@ -68,8 +67,8 @@ pub struct Session {
     pub max_packet: usize,
     /// Statements prepared with COM_STMT_PREPARE, by sqlmux's ids.
     pub stmts: ClientStatements,
-    noted: [Fingerprint; 4],
-    noted_next: usize,
+    /// Fingerprints whose text this session noted recently.
+    noted: RecentlyNoted,
 }
 
 /// Status flags a fresh session reports.
@@ -108,8 +107,7 @@ impl Session {
             row_count: -1,
             max_packet,
             stmts: ClientStatements::default(),
-            noted: [Fingerprint(u64::MAX); 4],
-            noted_next: 0,
+            noted: RecentlyNoted::default(),
         }
     }
 
@@ -568,9 +566,8 @@ impl Session {
         let insight = self.core.shared.insight.clone();
         let on = self.core.insight_on;
         let s = analysis::analyze(sql, on.then_some(&*insight), &self.noted);
-        if on && !self.noted.contains(&s.fingerprint) {
-            self.noted[self.noted_next % self.noted.len()] = s.fingerprint;
-            self.noted_next = self.noted_next.wrapping_add(1);
+        if on {
+            self.noted.note(s.fingerprint);
         }
         s
     }

@@ -7,9 +7,10 @@
 //! core ([`crate::session::pins`]).
 
 use sqlmux_protocol::postgres::message;
-use sqlmux_protocol::sql::{self, Analysis, Dialect, Effects, Fingerprint, Normalizer};
+use sqlmux_protocol::sql::{self, Analysis, Dialect, Effects, Normalizer};
 
 use super::session::Session;
+use crate::insight::{Insight, RecentlyNoted};
 use crate::postgres::params::{self, ClientParams};
 use crate::postgres::server::PgServer;
 use crate::postgres::tracker::{Injected, Req};
@@ -83,8 +84,7 @@ pub(crate) struct Memo {
     analyses: [(u64, Analysis); 4],
     analyses_next: usize,
     /// Fingerprints whose text this session noted recently.
-    noted: [Fingerprint; 4],
-    noted_next: usize,
+    noted: RecentlyNoted,
 }
 
 impl Default for Memo {
@@ -92,10 +92,37 @@ impl Default for Memo {
         Memo {
             analyses: [(u64::MAX, Analysis::default()); 4],
             analyses_next: 0,
-            noted: [Fingerprint(u64::MAX); 4],
-            noted_next: 0,
+            noted: RecentlyNoted::default(),
         }
     }
+}
+
+impl Memo {
+    fn get(&self, key: u64) -> Option<Analysis> {
+        self.analyses
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, a)| *a)
+    }
+
+    fn insert(&mut self, key: u64, a: Analysis) {
+        self.analyses[self.analyses_next % self.analyses.len()] = (key, a);
+        self.analyses_next = self.analyses_next.wrapping_add(1);
+    }
+}
+
+/// Normalizes `sql` and, when `note`, tells insight its text. Texts are
+/// shared across threads; the session's memory of what it already noted
+/// keeps the hot path off that lock.
+fn normalize(insight: &Insight, memo: &mut Memo, sql: &[u8], note: bool) -> Analysis {
+    NORMALIZER.with(|n| {
+        let mut n = n.borrow_mut();
+        let a = n.analyze(sql, Dialect::Postgres);
+        if note && memo.noted.note(a.fingerprint) {
+            insight.note_text(a.fingerprint, n.text());
+        }
+        a
+    })
 }
 
 impl Session {
@@ -109,8 +136,8 @@ impl Session {
         let note = self.core.insight_on;
         let key = xxhash_rust::xxh3::xxh3_64_with_seed(sql, u64::from(note));
         let memo = self.memo.get_or_insert_with(Box::default);
-        if let Some((_, a)) = memo.analyses.iter().find(|(k, _)| *k == key) {
-            return *a;
+        if let Some(a) = memo.get(key) {
+            return a;
         }
         let a = if !note && !sql::may_have_effects(sql) {
             // No fingerprint wanted and nothing that changes session state.
@@ -119,33 +146,9 @@ impl Session {
                 ..Analysis::default()
             }
         } else {
-            self.normalize(sql, note)
+            normalize(&self.core.shared.insight, memo, sql, note)
         };
-        let memo = self.memo.get_or_insert_with(Box::default);
-        memo.analyses[memo.analyses_next % memo.analyses.len()] = (key, a);
-        memo.analyses_next = memo.analyses_next.wrapping_add(1);
-        a
-    }
-
-    /// Normalizes `sql` and, when `note`, tells insight its text.
-    fn normalize(&mut self, sql: &[u8], note: bool) -> Analysis {
-        // Texts are shared across threads; a small per-session memory of
-        // what was already noted keeps the hot path off that lock.
-        let insight = &self.core.shared.insight;
-        let memo = self.memo.get_or_insert_with(Box::default);
-        let noted = &memo.noted;
-        let a = NORMALIZER.with(|n| {
-            let mut n = n.borrow_mut();
-            let a = n.analyze(sql, Dialect::Postgres);
-            if note && !noted.contains(&a.fingerprint) {
-                insight.note_text(a.fingerprint, n.text());
-            }
-            a
-        });
-        if note && !memo.noted.contains(&a.fingerprint) {
-            memo.noted[memo.noted_next % memo.noted.len()] = a.fingerprint;
-            memo.noted_next = memo.noted_next.wrapping_add(1);
-        }
+        memo.insert(key, a);
         a
     }
 
